@@ -1,0 +1,63 @@
+"""`smtp-shipper setup`: install or update index templates, the ISM policy, and what other
+modules contribute (alerting monitors, Dashboards saved objects). Idempotent: a second run
+reports every step "unchanged"."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections import Counter
+from typing import Any
+
+from shipper.config import add_config_argument, settings_from_args
+from shipper.errors import ExitStatus
+from shipper.opensearch import display_hosts, make_client, translate_errors
+from shipper.setup import Step, index_steps, installed_plugins
+
+# Modules contributing steps with ``setup_steps(settings, client) -> list[Step]``, in order.
+CONTRIBUTORS = ("shipper.monitors", "shipper.dashboards")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="compare with what is installed and print what would change; change nothing"
+    )
+
+
+def contributed_steps(settings: Any, client: Any) -> list[Step]:
+    steps: list[Step] = []
+    for module_name in CONTRIBUTORS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # not built (yet)
+        factory = getattr(module, "setup_steps", None)
+        if factory is not None:
+            steps.extend(factory(settings, client))
+    return steps
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    os_settings = settings.opensearch
+    client = make_client(os_settings)
+    counts: Counter[str] = Counter()
+    with translate_errors(os_settings, "setup"):
+        info = client.info()  # unreachable, TLS and credential problems surface here, first
+        version = info.get("version", {}).get("number", "?")
+        print(f"OpenSearch {version} at {display_hosts(os_settings)}")
+        plugins = installed_plugins(client)
+        steps: list[Step] = index_steps(settings, client, plugins)
+        steps += contributed_steps(settings, client)
+        for step in steps:
+            report = step.run(dry_run=args.dry_run)
+            counts[report.outcome.value] += 1
+            print(report.line())
+            sys.stdout.flush()
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+    print(f"{'dry run, nothing changed: ' if args.dry_run else ''}{summary}")
+    return int(ExitStatus.OK)

@@ -1,0 +1,577 @@
+"""OpenSearch at the edge: the client factory, error translation, and the bulk shipper.
+
+Public API (used by ``setup``, ``backfill``, ``trace`` and the daemon):
+
+* ``make_client(opensearch_settings) -> OpenSearch``
+* ``translate_errors(opensearch_settings, action)`` — a context manager that turns
+  opensearch-py exceptions into ``ConnectionFailed`` / ``RequestRefused`` with a message
+  naming the URL and the reason, never a secret.
+* ``BulkShipper(client, settings, dead_letter_path, *, max_retries=..., stop=None)``
+  with ``ship(docs) -> ShipResult``: blocks until every document is acknowledged by
+  OpenSearch or dead-lettered (refused for good); retries 429/5xx/connection failures per
+  document with exponential backoff and jitter; raises ``ConnectionFailed`` after
+  ``max_retries`` rounds (``None`` = retry forever, for the daemon) or ``ShippingStopped``
+  (a ``ConnectionFailed``) as soon as ``stop`` is set while it waits.
+* ``PipelinedShipper`` — ``submit(doc)`` / ``close() -> ShipResult``: one sender thread
+  ships full batches while the caller goes on parsing (backfill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import random
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import opensearchpy
+from opensearchpy import OpenSearch
+
+from shipper.errors import ConnectionFailed, RequestRefused, ShipperError
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ENV = "SMTP_SHIPPER_OPENSEARCH_PASSWORD"
+
+# Only what we read from a bulk response: less JSON for OpenSearch to write and for us to parse.
+BULK_FILTER_PATH = "errors,items.*.status,items.*.error"
+
+
+# --------------------------------------------------------------------------- connection
+
+
+def display_url(url: str) -> str:
+    """The URL without user info, for messages (``https://u:p@h:9200`` → ``https://h:9200``)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def display_hosts(opensearch_settings: Any) -> str:
+    return ", ".join(display_url(h) for h in opensearch_settings.hosts)
+
+
+def resolve_password(opensearch_settings: Any) -> str | None:
+    """The password from ``password_file``, ``password_env`` or ``SMTP_SHIPPER_OPENSEARCH_PASSWORD``."""
+    resolved = getattr(opensearch_settings, "password", None)  # if config already resolved it
+    if resolved:
+        return str(resolved)
+    path = getattr(opensearch_settings, "password_file", None)
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConnectionFailed(
+                f"cannot read opensearch.password_file {path}: {exc.strerror or exc}"
+            ) from None
+    env_name = getattr(opensearch_settings, "password_env", None)
+    if env_name and os.environ.get(env_name):
+        return os.environ[env_name]
+    return os.environ.get(PASSWORD_ENV) or None
+
+
+def _host_dict(url: str) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """A host entry for opensearch-py, and the credentials found in the URL (kept out of it:
+    opensearch-py would otherwise keep them in the host dict, which its repr prints)."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    scheme = parts.scheme or "http"
+    host: dict[str, Any] = {
+        "host": parts.hostname or "localhost",
+        "port": parts.port or 9200,
+        "use_ssl": scheme == "https",
+    }
+    if parts.path and parts.path != "/":
+        host["url_prefix"] = parts.path
+    creds = None
+    if parts.username:
+        creds = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+    return host, creds
+
+
+def make_client(opensearch_settings: Any, **overrides: Any) -> OpenSearch:
+    """An opensearch-py client from the ``opensearch`` section of the settings.
+
+    Retries are ours (``BulkShipper``), so the transport only fails over between hosts.
+    """
+    s = opensearch_settings
+    hosts: list[dict[str, Any]] = []
+    url_creds = None
+    for url in s.hosts:
+        host, creds = _host_dict(url)
+        hosts.append(host)
+        url_creds = url_creds or creds
+    username = getattr(s, "username", None)
+    auth = None
+    if username:
+        auth = (username, resolve_password(s) or "")
+    elif url_creds:
+        auth = url_creds
+    verify = bool(getattr(s, "verify_certs", True))
+    kwargs: dict[str, Any] = {
+        "hosts": hosts,
+        "http_auth": auth,
+        "verify_certs": verify,
+        "ssl_show_warn": False,  # one warning of ours at start instead of one per request
+        "ca_certs": getattr(s, "ca_certs", None),
+        "client_cert": getattr(s, "client_cert", None),
+        "client_key": getattr(s, "client_key", None),
+        "timeout": getattr(s, "timeout", 30),
+        "http_compress": bool(getattr(getattr(s, "bulk", None), "compression", False)),
+        "max_retries": max(len(hosts) - 1, 0),
+        "retry_on_status": (),
+        "retry_on_timeout": len(hosts) > 1,
+    }
+    if not verify and any(h["use_ssl"] for h in hosts):
+        log.warning("opensearch.verify_certs is false: the server's TLS certificate is not checked")
+    kwargs.update(overrides)
+    return OpenSearch(**kwargs)
+
+
+_TLS_REASON = re.compile(r"certificate verify failed: ([^()\]']+?)\s*(?:\(_ssl|\)|'|$)")
+
+
+def _connection_reason(exc: BaseException) -> str:
+    text = str(exc)
+    chain = [exc]
+    info = getattr(exc, "info", None)
+    if isinstance(info, BaseException):
+        chain.append(info)
+        text += " " + str(info)
+    if isinstance(exc, opensearchpy.ConnectionTimeout):
+        return "timed out"
+    lowered = text.lower()
+    if "connection refused" in lowered or "errno 111" in lowered:
+        return "connection refused"
+    if "name or service not known" in lowered or "nodename nor servname" in lowered or (
+        "temporary failure in name resolution" in lowered
+    ):
+        return "host name could not be resolved"
+    if "timed out" in lowered:
+        return "timed out"
+    if "connection reset" in lowered or "remote end closed" in lowered:
+        return "connection closed by the server (http:// URL for an https:// endpoint?)"
+    if "wrong version number" in lowered or "record layer failure" in lowered:
+        return "TLS handshake failed (https:// URL for a plain http:// endpoint?)"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _tls_verify_reason(exc: BaseException) -> str | None:
+    text = str(exc) + " " + str(getattr(exc, "info", ""))
+    if "CERTIFICATE_VERIFY_FAILED" not in text and "certificate verify failed" not in text:
+        return None
+    match = _TLS_REASON.search(text)
+    return match.group(1).strip() if match else "certificate verify failed"
+
+
+def describe_exception(exc: Exception, where: str, action: str = "") -> ShipperError:
+    """Our error for an opensearch-py exception (``where`` is the display URL list)."""
+    doing = f" ({action})" if action else ""
+    if isinstance(exc, opensearchpy.ConnectionError):  # includes SSLError and ConnectionTimeout
+        reason = _tls_verify_reason(exc)
+        if reason is not None:
+            return ConnectionFailed(
+                f"TLS certificate of {where} could not be verified: {reason}",
+                hint="set opensearch.ca_certs to the CA bundle that signed the server's certificate "
+                "(or, not recommended, opensearch.verify_certs: false)",
+            )
+        return ConnectionFailed(f"cannot reach OpenSearch at {where}: {_connection_reason(exc)}{doing}")
+    if isinstance(exc, opensearchpy.AuthenticationException):
+        return ConnectionFailed(
+            f"OpenSearch at {where} refused the credentials (401 Unauthorized){doing}",
+            hint="check opensearch.username and the password "
+            f"(opensearch.password_file, opensearch.password_env or {PASSWORD_ENV})",
+        )
+    if isinstance(exc, opensearchpy.AuthorizationException):
+        return ConnectionFailed(
+            f"OpenSearch at {where} denied permission (403 Forbidden){doing}: {_error_reason(exc)}",
+            hint="grant the user the permissions smtp-shipper needs (see the README)",
+        )
+    if isinstance(exc, opensearchpy.TransportError):
+        status = exc.status_code
+        if isinstance(status, int) and (status == 429 or status >= 500):
+            return ConnectionFailed(f"OpenSearch at {where} is unavailable ({status}){doing}: {_error_reason(exc)}")
+        return RequestRefused(f"OpenSearch at {where} refused the request ({status}){doing}: {_error_reason(exc)}")
+    return ShipperError(f"OpenSearch client failure{doing}: {exc}")
+
+
+def _error_reason(exc: opensearchpy.TransportError) -> str:
+    info = exc.info
+    if isinstance(info, dict):
+        error = info.get("error")
+        if isinstance(error, dict):
+            root = (error.get("root_cause") or [error])[0]
+            return f"{root.get('type', '?')}: {root.get('reason', '')}".strip()
+        if error:
+            return str(error)
+    return str(exc.error)
+
+
+@contextlib.contextmanager
+def translate_errors(opensearch_settings: Any, action: str = "") -> Iterator[None]:
+    """Run a block of client calls; opensearch-py exceptions leave it as our errors."""
+    try:
+        yield
+    except opensearchpy.exceptions.OpenSearchException as exc:
+        raise describe_exception(exc, display_hosts(opensearch_settings), action) from None
+
+
+def resolve_replicas(setting: Any, client: OpenSearch) -> int:
+    """``auto``: 0 on a one-node cluster (a replica could never be allocated), else 1."""
+    if setting is None or str(setting) == "auto":
+        nodes = client.cluster.health()["number_of_data_nodes"]
+        return 0 if int(nodes) <= 1 else 1
+    return int(setting)
+
+
+# --------------------------------------------------------------------------- batching
+
+
+@dataclass(frozen=True, slots=True)
+class BulkItem:
+    """One document, serialised once: the action line and the source line, with newlines."""
+
+    index: str
+    id: str
+    action: bytes
+    source: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.action) + len(self.source)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def prepare(doc: dict[str, Any], prefix: str) -> BulkItem:
+    """Serialise a document for ``_bulk``: ``index`` (overwrite = idempotent) with its own id
+    into the daily index of its own ``@timestamp``."""
+    from shipper import documents  # the parser's module; imported late so setup/trace need none of it
+
+    idx = documents.index_name(prefix, doc)
+    doc_id = documents.document_id(doc)
+    action = _dumps({"index": {"_index": idx, "_id": doc_id}}) + b"\n"
+    return BulkItem(idx, doc_id, action, _dumps(doc) + b"\n")
+
+
+def batches(items: Iterable[BulkItem], max_docs: int, max_bytes: int) -> Iterator[list[BulkItem]]:
+    """Group items into bulk requests of at most ``max_docs`` items and ``max_bytes`` bytes
+    (an item larger than ``max_bytes`` travels alone rather than never)."""
+    batch: list[BulkItem] = []
+    size = 0
+    for item in items:
+        if batch and (len(batch) >= max_docs or size + item.size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item.size
+    if batch:
+        yield batch
+
+
+def backoff_delay(retry: int, initial: float, maximum: float, rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before retry number ``retry`` (0-based): ``initial * 2**retry`` capped at
+    ``maximum``, then "equal jitter" — a random point in its upper half — so that many
+    shippers hit by the same 429 do not come back in lockstep, yet never retry at once."""
+    ceiling = min(maximum, initial * (2 ** min(retry, 62)))
+    return ceiling / 2 + rand() * ceiling / 2
+
+
+# --------------------------------------------------------------------------- shipping
+
+
+@dataclass
+class ShipResult:
+    acknowledged: int = 0
+    dead_lettered: int = 0
+    retried: int = 0  # documents re-sent (one per document per retry round)
+    requests: int = 0
+    bytes_sent: int = 0
+    dead_letter_ids: list[str] = field(default_factory=list)
+
+    def add(self, other: ShipResult) -> None:
+        self.acknowledged += other.acknowledged
+        self.dead_lettered += other.dead_lettered
+        self.retried += other.retried
+        self.requests += other.requests
+        self.bytes_sent += other.bytes_sent
+        self.dead_letter_ids.extend(other.dead_letter_ids)
+
+
+class ShippingStopped(ConnectionFailed):
+    """``stop`` was set while documents were still waiting for OpenSearch."""
+
+
+class DeadLetters:
+    """Append-only NDJSON file of documents OpenSearch refused for good."""
+
+    def __init__(self, path: str | os.PathLike[str], clock: Callable[[], dt.datetime] | None = None) -> None:
+        self.path = Path(path)
+        self._clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+
+    def write(self, entries: Sequence[tuple[BulkItem, int, Any]]) -> None:
+        if not entries:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        now = self._clock().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        with self.path.open("ab") as out:
+            for item, status, error in entries:
+                record = {
+                    "@timestamp": now,
+                    "index": item.index,
+                    "id": item.id,
+                    "status": status,
+                    "error": error,
+                    "document": json.loads(item.source),
+                }
+                out.write(_dumps(record) + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+
+def _stop_predicate(stop: threading.Event | Callable[[], bool] | None) -> Callable[[], bool]:
+    if stop is None:
+        return lambda: False
+    if isinstance(stop, threading.Event):
+        return stop.is_set
+    return stop
+
+
+class BulkShipper:
+    """Ships documents with ``_bulk``; see the module docstring for the guarantees.
+
+    Why our own loop over ``client.bulk`` rather than ``helpers.streaming_bulk``: the helper
+    retries only per-item 429s (not 5xx items, and connection errors only for the whole
+    chunk without resending), raises or silently drops the rest depending on
+    ``raise_on_error``, and cannot wait forever with a way to stop. Here each item of the
+    response decides: 2xx acknowledged, 429/5xx re-sent (only those items), anything else
+    dead-lettered; and the serialisation of each document is done once.
+    """
+
+    def __init__(
+        self,
+        client: OpenSearch,
+        settings: Any,
+        dead_letter_path: str | os.PathLike[str],
+        *,
+        max_retries: int | None | object = ...,
+        stop: threading.Event | Callable[[], bool] | None = None,
+        sleep: Callable[[float], None] | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        os_settings = getattr(settings, "opensearch", settings)  # whole Settings or its section
+        self._client = client
+        self._settings = os_settings
+        self._bulk = os_settings.bulk
+        self.prefix: str = os_settings.index_prefix
+        self.max_retries: int | None = self._bulk.max_retries if max_retries is ... else max_retries  # type: ignore[assignment]
+        self.dead_letters = DeadLetters(dead_letter_path)
+        self._stop_event = stop if isinstance(stop, threading.Event) else None
+        self._should_stop = _stop_predicate(stop)
+        self._sleep = sleep
+        self._rand = rand
+        self._where = display_hosts(os_settings)
+
+    # -- public
+
+    def prepare(self, doc: dict[str, Any]) -> BulkItem:
+        return prepare(doc, self.prefix)
+
+    def ship(self, docs: Iterable[dict[str, Any]]) -> ShipResult:
+        """Ship documents; return when each is acknowledged or dead-lettered."""
+        return self.ship_items(self.prepare(doc) for doc in docs)
+
+    def ship_items(self, items: Iterable[BulkItem]) -> ShipResult:
+        result = ShipResult()
+        for batch in batches(items, self._bulk.max_docs, self._bulk.max_bytes):
+            result.add(self.ship_batch(batch))
+        return result
+
+    def ship_batch(self, batch: Sequence[BulkItem]) -> ShipResult:
+        """Ship one bulk request's worth of items (already within the size bounds)."""
+        result = ShipResult()
+        pending = list(batch)
+        retry = 0
+        while pending:
+            outcome = self._send(pending, result)
+            if isinstance(outcome, list):
+                pending = outcome
+                reason = "some documents were refused with 429/5xx"
+            else:
+                reason = outcome
+            if not pending:
+                break
+            if self.max_retries is not None and retry >= self.max_retries:
+                raise ConnectionFailed(
+                    f"OpenSearch at {self._where} did not accept {len(pending)} documents "
+                    f"after {retry} retries: {reason}"
+                )
+            delay = backoff_delay(retry, self._bulk.initial_backoff, self._bulk.max_backoff, self._rand)
+            log.warning(
+                "bulk: %d documents not accepted (%s); retry %d in %.1fs", len(pending), reason, retry + 1, delay
+            )
+            self._wait(delay, len(pending))
+            retry += 1
+            result.retried += len(pending)
+        return result
+
+    # -- internals
+
+    def _send(self, pending: list[BulkItem], result: ShipResult) -> list[BulkItem] | str:
+        """One ``_bulk`` call. Returns the items to retry, or a reason string when the whole
+        request must be retried. Dead-letters refused items; raises on non-retryable failures."""
+        body = b"".join(part for item in pending for part in (item.action, item.source))
+        result.requests += 1
+        result.bytes_sent += len(body)
+        try:
+            response = self._client.bulk(body=body, filter_path=BULK_FILTER_PATH)
+        except opensearchpy.ConnectionError as exc:
+            error = describe_exception(exc, self._where)
+            if _tls_verify_reason(exc) is not None:
+                raise error from None  # a certificate does not fix itself by waiting
+            return str(error.message)
+        except opensearchpy.TransportError as exc:
+            status = exc.status_code
+            if isinstance(status, int) and (status == 429 or status >= 500):
+                return f"{status} {_error_reason(exc)}"
+            raise describe_exception(exc, self._where, "bulk") from None
+        if not response.get("errors"):
+            result.acknowledged += len(pending)
+            return []
+        items = response.get("items", [])
+        if len(items) != len(pending):
+            raise RequestRefused(
+                f"OpenSearch at {self._where} answered a bulk request of {len(pending)} documents "
+                f"with {len(items)} results"
+            )
+        retry: list[BulkItem] = []
+        refused: list[tuple[BulkItem, int, Any]] = []
+        for item, answer in zip(pending, items):
+            (detail,) = answer.values()
+            status = int(detail.get("status", 0))
+            if 200 <= status < 300:
+                result.acknowledged += 1
+            elif status == 429 or status >= 500:
+                retry.append(item)
+            else:
+                refused.append((item, status, detail.get("error")))
+        if refused:
+            self.dead_letters.write(refused)
+            result.dead_lettered += len(refused)
+            result.dead_letter_ids.extend(item.id for item, _, _ in refused)
+            first = refused[0][2]
+            log.warning(
+                "bulk: %d documents refused, written to %s (first: %s)",
+                len(refused),
+                self.dead_letters.path,
+                _short_error(first),
+            )
+        return retry
+
+    def _wait(self, delay: float, pending: int) -> None:
+        if self._should_stop():
+            raise self._stopped(pending)
+        if self._sleep is not None:
+            self._sleep(delay)
+        elif self._stop_event is not None:
+            self._stop_event.wait(delay)
+        else:
+            deadline = time.monotonic() + delay
+            while (left := deadline - time.monotonic()) > 0 and not self._should_stop():
+                time.sleep(min(left, 0.2))
+        if self._should_stop():
+            raise self._stopped(pending)
+
+    def _stopped(self, pending: int) -> ShippingStopped:
+        return ShippingStopped(f"stopped while {pending} documents were waiting for OpenSearch at {self._where}")
+
+
+def _short_error(error: Any) -> str:
+    if isinstance(error, dict):
+        text = f"{error.get('type', '?')}: {error.get('reason', '')}"
+        caused = error.get("caused_by")
+        if isinstance(caused, dict):
+            text += f" ({caused.get('type', '?')}: {caused.get('reason', '')})"
+        return text[:300]
+    return str(error)[:300]
+
+
+class PipelinedShipper:
+    """Parse while a bulk request is in flight: the caller ``submit``s documents, full
+    batches go through a bounded queue to one sender thread. Two batches in the queue are
+    enough to hide a request's latency without buffering the whole input."""
+
+    _DONE = object()
+
+    def __init__(self, shipper: BulkShipper, *, depth: int = 2, on_shipped: Callable[[ShipResult], None] | None = None):
+        self._shipper = shipper
+        self._bulk = shipper._bulk
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._batch: list[BulkItem] = []
+        self._size = 0
+        self.result = ShipResult()
+        self._error: BaseException | None = None
+        self._on_shipped = on_shipped
+        self._thread = threading.Thread(target=self._run, name="bulk-sender", daemon=True)
+        self._thread.start()
+
+    def submit(self, doc: dict[str, Any]) -> None:
+        item = self._shipper.prepare(doc)
+        if self._batch and (len(self._batch) >= self._bulk.max_docs or self._size + item.size > self._bulk.max_bytes):
+            self._put(self._batch)
+            self._batch, self._size = [], 0
+        self._batch.append(item)
+        self._size += item.size
+
+    def close(self) -> ShipResult:
+        """Ship what is left and wait for the sender; re-raise its failure, if any."""
+        if self._batch:
+            self._put(self._batch)
+            self._batch = []
+        self._put(self._DONE)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.result
+
+    def _put(self, batch: Any) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(batch, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is self._DONE:
+                return
+            if self._error is not None:
+                continue  # drain so that the producer never blocks
+            try:
+                shipped = self._shipper.ship_batch(batch)
+            except BaseException as exc:  # handed to the producer thread
+                self._error = exc
+                continue
+            self.result.add(shipped)
+            if self._on_shipped is not None:
+                self._on_shipped(shipped)
