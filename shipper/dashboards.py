@@ -1,0 +1,342 @@
+"""OpenSearch Dashboards saved objects: render them for an index prefix, export, import.
+
+The objects live in ``dashboards/saved-objects.yml.j2`` (Jinja2, then YAML, readable and
+commented). Rendering turns the attributes Dashboards stores as JSON *strings* into strings
+and yields the NDJSON of Stack Management → Saved objects → Import. With ``dashboards.url``
+configured, ``smtp-shipper setup`` imports them through the saved objects API
+(``POST /api/saved_objects/_import?overwrite=true``); ids are stable, so a second import
+updates in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import requests
+import yaml
+
+from shipper.errors import ConfigError, ConnectionFailed, RequestRefused
+from shipper.setup import Outcome, Step, StepReport
+
+log = logging.getLogger(__name__)
+
+#: The templates folder: ``dashboards/`` beside the package (the repository layout).
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "dashboards"
+SAVED_OBJECTS_TEMPLATE = "saved-objects.yml.j2"
+DEFAULT_PREFIX = "smtp-deliveries"
+
+#: Attributes that Dashboards keeps as JSON text inside the saved object (dotted paths under
+#: ``attributes``). The template writes them as YAML structures; rendering encodes them.
+STRING_ENCODED = (
+    "visState",
+    "uiStateJSON",
+    "panelsJSON",
+    "optionsJSON",
+    "fieldFormatMap",
+    "fields",
+    "kibanaSavedObjectMeta.searchSourceJSON",
+)
+
+#: The ``migrationVersion`` OpenSearch Dashboards 2.x writes on export, per type. A newer
+#: value (a Kibana 7.11+ export) is refused by the import, so these are pinned.
+MIGRATION_VERSIONS = {
+    "index-pattern": "7.6.0",
+    "search": "7.9.3",
+    "visualization": "7.10.0",
+    "dashboard": "7.9.3",
+}
+
+
+# --- filters, as Dashboards' filter bar stores them (meta + the query DSL it sends) ---------
+def _filter_meta(kind: str, key: str, value: str, n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "alias": None,
+        "negate": False,
+        "disabled": False,
+        "type": kind,
+        "key": key,
+        "value": value,
+        **extra,
+        "indexRefName": f"kibanaSavedObjectMeta.searchSourceJSON.filter[{n}].meta.index",
+    }
+
+
+def phrase_filter(key: str, value: str, n: int) -> dict[str, Any]:
+    """A filter pill ``key: value`` (the n-th filter of its search source)."""
+    return {
+        "meta": _filter_meta("phrase", key, value, n, params={"query": value}),
+        "query": {"match_phrase": {key: value}},
+        "$state": {"store": "appState"},
+    }
+
+
+def phrases_filter(key: str, values: list[str], n: int) -> dict[str, Any]:
+    """A filter pill ``key is one of values``."""
+    return {
+        "meta": _filter_meta("phrases", key, ", ".join(values), n, params=list(values)),
+        "query": {
+            "bool": {
+                "should": [{"match_phrase": {key: v}} for v in values],
+                "minimum_should_match": 1,
+            }
+        },
+        "$state": {"store": "appState"},
+    }
+
+
+def exists_filter(key: str, n: int) -> dict[str, Any]:
+    """A filter pill ``key exists``."""
+    return {
+        "meta": _filter_meta("exists", key, "exists", n),
+        "exists": {"field": key},
+        "$state": {"store": "appState"},
+    }
+
+
+def filter_query(flt: Mapping[str, Any]) -> dict[str, Any]:
+    """The query DSL a stored filter applies (what Dashboards sends), negation included."""
+    body = {k: v for k, v in flt.items() if k not in ("meta", "$state")}
+    query = body["query"] if set(body) == {"query"} else body
+    if flt.get("meta", {}).get("negate"):
+        return {"bool": {"must_not": [query]}}
+    return dict(query)
+
+
+# --- rendering -------------------------------------------------------------------------------
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(ASSETS_DIR)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.globals.update(phrase_filter=phrase_filter, phrases_filter=phrases_filter, exists_filter=exists_filter)
+    return env
+
+
+def _encode(attributes: dict[str, Any], dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node: Any = attributes
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict) and leaf in node and not isinstance(node[leaf], str):
+        node[leaf] = json.dumps(node[leaf], separators=(",", ":"), ensure_ascii=False)
+
+
+def render_saved_objects(prefix: str) -> list[dict[str, Any]]:
+    """The saved objects for indices ``<prefix>-*``, string-encoded attributes as strings."""
+    suffix = "" if prefix == DEFAULT_PREFIX else f" [{prefix}]"
+    text = _environment().get_template(SAVED_OBJECTS_TEMPLATE).render(prefix=prefix, suffix=suffix)
+    objects = yaml.safe_load(text)
+    for obj in objects:
+        for dotted in STRING_ENCODED:
+            _encode(obj["attributes"], dotted)
+    return objects
+
+
+def to_ndjson(objects: Iterable[Mapping[str, Any]]) -> str:
+    """One object a line, the format of the saved objects import."""
+    return "".join(json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n" for obj in objects)
+
+
+def render_ndjson(prefix: str) -> str:
+    return to_ndjson(render_saved_objects(prefix))
+
+
+def ndjson_filename(prefix: str) -> str:
+    return f"smtp-shipper-{prefix}-saved-objects.ndjson"
+
+
+def export(settings: Any, directory: Path | str) -> list[Path]:
+    """Write the rendered saved objects for ``setup --export DIR``; returns the files written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    prefix = settings.opensearch.index_prefix
+    path = directory / ndjson_filename(prefix)
+    path.write_text(render_ndjson(prefix), encoding="utf-8")
+    return [path]
+
+
+# --- the Dashboards HTTP API ----------------------------------------------------------------
+@dataclass(frozen=True)
+class ImportResult:
+    """What ``POST /api/saved_objects/_import`` answered."""
+
+    success: bool
+    success_count: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe_errors(self) -> list[str]:
+        lines = []
+        for err in self.errors:
+            what = err.get("error", {})
+            detail = what.get("type", "error")
+            if what.get("references"):
+                missing = ", ".join(f"{r.get('type')}:{r.get('id')}" for r in what["references"])
+                detail += f" (missing {missing})"
+            elif what.get("message"):
+                detail += f" ({what['message']})"
+            lines.append(f"{err.get('type')} {err.get('id')} {err.get('title', '')!r}: {detail}")
+        return lines
+
+
+def _password(section: Any) -> str | None:
+    """The Dashboards password: from config's resolver if it has one, else file, else env."""
+    resolved = getattr(section, "password", None)
+    if resolved:
+        return str(resolved)
+    if getattr(section, "password_file", None):
+        try:
+            return Path(section.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"dashboards.password_file: cannot read {section.password_file}: {exc.strerror}") from exc
+    if getattr(section, "password_env", None):
+        return os.environ.get(section.password_env)
+    return None
+
+
+class DashboardsClient:
+    """The few saved-objects API calls setup needs, with auth, TLS and tenant from config."""
+
+    def __init__(self, section: Any, *, timeout: float = 30.0) -> None:
+        if not section.url:
+            raise ConfigError("dashboards.url is not set")
+        self.base = section.url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        # Dashboards refuses API writes without this header (cross-site request forgery guard).
+        self.session.headers["osd-xsrf"] = "true"
+        if getattr(section, "tenant", None):
+            self.session.headers["securitytenant"] = section.tenant
+        if section.username:
+            self.session.auth = (section.username, _password(section) or "")
+        if section.ca_certs:
+            self.session.verify = str(section.ca_certs)
+        else:
+            self.session.verify = bool(section.verify_certs)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        url = self.base + path
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise ConnectionFailed(
+                f"OpenSearch Dashboards at {self.base}: TLS failure: {exc}",
+                hint="set dashboards.ca_certs to the CA that signed its certificate",
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise ConnectionFailed(
+                f"OpenSearch Dashboards at {self.base} is unreachable: {exc.__class__.__name__}",
+                hint="check dashboards.url (scheme, host, port) and that Dashboards is running",
+            ) from exc
+        if response.status_code in (401, 403):
+            raise ConnectionFailed(
+                f"OpenSearch Dashboards at {self.base} refused our credentials (HTTP {response.status_code})",
+                hint="check dashboards.username and the password (dashboards.password_file / password_env)",
+            )
+        if response.status_code >= 400:
+            raise RequestRefused(
+                f"OpenSearch Dashboards: {method} {path} answered HTTP {response.status_code}: {response.text[:500]}"
+            )
+        return response.json()
+
+    def bulk_get(self, objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        body = [{"type": o["type"], "id": o["id"]} for o in objects]
+        return list(self._request("POST", "/api/saved_objects/_bulk_get", json=body)["saved_objects"])
+
+    def import_ndjson(self, ndjson: str, *, filename: str = "smtp-shipper.ndjson") -> ImportResult:
+        """Import with overwrite. The API answers 200 even when objects fail: check ``success``."""
+        answer = self._request(
+            "POST",
+            "/api/saved_objects/_import",
+            params={"overwrite": "true"},
+            files={"file": (filename, ndjson.encode("utf-8"), "application/ndjson")},
+        )
+        return ImportResult(
+            success=bool(answer.get("success")),
+            success_count=int(answer.get("successCount", 0)),
+            errors=list(answer.get("errors", [])),
+        )
+
+
+def _decoded(attributes: Mapping[str, Any], *, type_: str) -> dict[str, Any]:
+    """Attributes with JSON-text fields parsed, for a comparison blind to formatting."""
+    out = json.loads(json.dumps(attributes))
+    for dotted in STRING_ENCODED:
+        *parents, leaf = dotted.split(".")
+        node: Any = out
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(leaf), str):
+            try:
+                node[leaf] = json.loads(node[leaf])
+            except ValueError:
+                pass
+    if type_ == "index-pattern":
+        # Dashboards fills in the field list itself the first time the pattern is used.
+        out.pop("fields", None)
+    return out
+
+
+def _differs(wanted: Mapping[str, Any], found: Mapping[str, Any]) -> bool:
+    if "error" in found:
+        return True
+    if _decoded(wanted["attributes"], type_=wanted["type"]) != _decoded(found.get("attributes", {}), type_=wanted["type"]):
+        return True
+    refs = lambda o: sorted((r["name"], r["type"], r["id"]) for r in o.get("references", []))  # noqa: E731
+    return refs(wanted) != refs(found)
+
+
+class SavedObjectsImport:
+    """Setup step: import the saved objects into Dashboards, unless they are there already."""
+
+    def __init__(self, settings: Any, *, client: DashboardsClient | None = None) -> None:
+        self.prefix = settings.opensearch.index_prefix
+        self.url = settings.dashboards.url
+        self.name = f"dashboards saved objects for {self.prefix}-*"
+        self._client = client or DashboardsClient(settings.dashboards, timeout=float(settings.opensearch.timeout))
+
+    def run(self, *, dry_run: bool) -> StepReport:
+        objects = render_saved_objects(self.prefix)
+        found = self._client.bulk_get(objects)
+        missing = [o for o, f in zip(objects, found) if "error" in f]
+        changed = [o for o, f in zip(objects, found) if _differs(o, f)]
+        if not changed:
+            return StepReport(self.name, Outcome.UNCHANGED, f"{len(objects)} objects at {self.url}", dry_run)
+        outcome = Outcome.CREATED if len(missing) == len(objects) else Outcome.UPDATED
+        detail = f"{len(changed)} of {len(objects)} objects new or changed, at {self.url}"
+        if dry_run:
+            return StepReport(self.name, outcome, detail, dry_run)
+        result = self._client.import_ndjson(to_ndjson(objects), filename=ndjson_filename(self.prefix))
+        if not result.success:
+            raise RequestRefused(
+                f"OpenSearch Dashboards imported {result.success_count} of {len(objects)} saved objects; "
+                + "; ".join(result.describe_errors()),
+                hint="an object of a newer Dashboards version, or a missing reference; see docs/dashboards.md",
+            )
+        return StepReport(self.name, outcome, detail, dry_run)
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    name: str
+    reason: str
+
+    def run(self, *, dry_run: bool) -> StepReport:
+        return StepReport(self.name, Outcome.SKIPPED, self.reason, dry_run)
+
+
+def setup_steps(settings: Any, client: Any = None) -> list[Step]:
+    """The saved-objects import step, or a skipped step saying why (``client`` is unused:
+    Dashboards is reached over its own URL, not through the OpenSearch client)."""
+    name = f"dashboards saved objects for {settings.opensearch.index_prefix}-*"
+    if not settings.dashboards.url:
+        return [_Skipped(name, "dashboards.url not set; `setup --export DIR` writes the NDJSON to import by hand")]
+    return [SavedObjectsImport(settings)]
