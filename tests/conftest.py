@@ -1,0 +1,69 @@
+"""Shared fixtures: a real OpenSearch for integration tests (see tests/opensearch_harness.py).
+
+OpenSearch is found or started lazily, the first time a test asks for ``opensearch_url`` /
+``opensearch`` / ``index_prefix``: a unit-only run (``pytest -m "not integration"``) never starts
+Java. When no OpenSearch can be had, every test that needs one errors with the reason; none is
+skipped.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import opensearch_harness  # noqa: E402  (tests/ is not a package)
+
+_BACKEND_KEY = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session")
+def opensearch_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Base URL (``http://host:port``) of a real OpenSearch 2.19 for this test session."""
+    try:
+        backend = opensearch_harness.acquire()
+    except opensearch_harness.OpenSearchUnavailable as exc:
+        pytest.fail(f"no OpenSearch for integration tests: {exc}", pytrace=False)
+    request.config.stash[_BACKEND_KEY] = backend.description
+    try:
+        yield backend.url
+    finally:
+        backend.stop()
+
+
+@pytest.fixture(scope="session")
+def opensearch(opensearch_url: str):
+    """A ready ``opensearchpy.OpenSearch`` client for the session's node."""
+    from opensearchpy import OpenSearch
+
+    client = OpenSearch(hosts=[opensearch_url], timeout=60, max_retries=2, retry_on_timeout=True)
+    health = client.cluster.health(wait_for_status="yellow")
+    if health.get("status") not in ("green", "yellow"):
+        pytest.fail(f"OpenSearch at {opensearch_url} is not healthy: {health}", pytrace=False)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def index_prefix(request: pytest.FixtureRequest, opensearch) -> Iterator[str]:
+    """A prefix unique to this test (``t-<test-name>-<random>``), valid for index and template
+    names. After the test, indices, data streams, templates, pipelines and ISM policies whose
+    names start with it are deleted."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_")).strip("-")
+    prefix = f"t-{name[:24].strip('-') or 'x'}-{secrets.token_hex(4)}"
+    yield prefix
+    opensearch_harness.cleanup_prefix(opensearch, prefix)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    backend = config.stash.get(_BACKEND_KEY, None)
+    if backend:
+        terminalreporter.write_line(f"OpenSearch for integration tests: {backend}")
