@@ -67,21 +67,13 @@ def display_hosts(opensearch_settings: Any) -> str:
 
 
 def resolve_password(opensearch_settings: Any) -> str | None:
-    """The password from ``password_file``, ``password_env`` or ``SMTP_SHIPPER_OPENSEARCH_PASSWORD``."""
-    resolved = getattr(opensearch_settings, "password", None)  # if config already resolved it
-    if resolved:
-        return str(resolved)
-    path = getattr(opensearch_settings, "password_file", None)
-    if path:
-        try:
-            return Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConnectionFailed(
-                f"cannot read opensearch.password_file {path}: {exc.strerror or exc}"
-            ) from None
-    env_name = getattr(opensearch_settings, "password_env", None)
-    if env_name and os.environ.get(env_name):
-        return os.environ[env_name]
+    """The password: ``OpenSearchSettings.password()`` reads it at call time from
+    ``SMTP_SHIPPER_OPENSEARCH_PASSWORD``, ``password_file`` or ``password_env``."""
+    password = getattr(opensearch_settings, "password", None)
+    if callable(password):
+        return password()  # type: ignore[no-any-return]
+    if isinstance(password, str):  # a plain namespace in tests
+        return password
     return os.environ.get(PASSWORD_ENV) or None
 
 
@@ -127,9 +119,9 @@ def make_client(opensearch_settings: Any, **overrides: Any) -> OpenSearch:
         "http_auth": auth,
         "verify_certs": verify,
         "ssl_show_warn": False,  # one warning of ours at start instead of one per request
-        "ca_certs": getattr(s, "ca_certs", None),
-        "client_cert": getattr(s, "client_cert", None),
-        "client_key": getattr(s, "client_key", None),
+        "ca_certs": _str_or_none(getattr(s, "ca_certs", None)),
+        "client_cert": _str_or_none(getattr(s, "client_cert", None)),
+        "client_key": _str_or_none(getattr(s, "client_key", None)),
         "timeout": getattr(s, "timeout", 30),
         "http_compress": bool(getattr(getattr(s, "bulk", None), "compression", False)),
         "max_retries": max(len(hosts) - 1, 0),
@@ -140,6 +132,10 @@ def make_client(opensearch_settings: Any, **overrides: Any) -> OpenSearch:
         log.warning("opensearch.verify_certs is false: the server's TLS certificate is not checked")
     kwargs.update(overrides)
     return OpenSearch(**kwargs)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 _TLS_REASON = re.compile(r"certificate verify failed: ([^()\]']+?)\s*(?:\(_ssl|\)|'|$)")

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
-try:
-    from shipper import config
-except ImportError as exc:  # TEMPORARY while shipper.config is written in parallel: the CLI skips us
-    raise ModuleNotFoundError(f"shipper.config: {exc}", name=__name__) from exc
+from shipper import config
 from shipper.errors import ExitStatus
 from shipper.opensearch import display_hosts, make_client, translate_errors
-from shipper.setup import Step, index_steps, installed_plugins
+from shipper.setup import Step, index_steps, installed_plugins, names, rendered_bodies
 
 # Modules contributing steps with ``setup_steps(settings, client) -> list[Step]``, in order.
 CONTRIBUTORS = ("shipper.monitors", "shipper.dashboards")
@@ -27,6 +26,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="compare with what is installed and print what would change; change nothing"
     )
+    parser.add_argument(
+        "--export",
+        metavar="DIR",
+        help="write what setup would install (templates, ISM policy, Dashboards NDJSON) into DIR, "
+        "for review or installation by hand; contacts no cluster",
+    )
+
+
+def export(settings: Any, directory: Path) -> list[Path]:
+    """Render every body into ``directory`` (replicas ``auto`` is written as 1: no cluster to ask)."""
+    s = settings.opensearch
+    replicas = 1 if str(s.replicas) == "auto" else int(s.replicas)
+    bodies = rendered_bodies(
+        s.index_prefix, replicas=replicas, refresh_interval=s.refresh_interval, retention_days=s.retention_days
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, name in names(s.index_prefix).items():
+        kind = {"settings": "component-template", "mappings": "component-template"}.get(key, key.replace("_", "-"))
+        path = directory / f"{kind}.{name}.json"
+        path.write_text(json.dumps(bodies[key], indent=2) + "\n", encoding="utf-8")
+        written.append(path)
+    try:
+        from shipper import dashboards
+    except ModuleNotFoundError:
+        return written
+    written.extend(Path(p) for p in dashboards.export(settings, directory))
+    return written
 
 
 def contributed_steps(settings: Any, client: Any) -> list[Step]:
@@ -46,6 +73,10 @@ def contributed_steps(settings: Any, client: Any) -> list[Step]:
 
 def run(args: argparse.Namespace) -> int:
     settings = config.settings_from_args(args)
+    if args.export:
+        for path in export(settings, Path(args.export)):
+            print(f"wrote {path}")
+        return int(ExitStatus.OK)
     os_settings = settings.opensearch
     client = make_client(os_settings)
     counts: Counter[str] = Counter()
