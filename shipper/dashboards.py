@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,21 +186,6 @@ class ImportResult:
         return lines
 
 
-def _password(section: Any) -> str | None:
-    """The Dashboards password: from config's resolver if it has one, else file, else env."""
-    resolved = getattr(section, "password", None)
-    if resolved:
-        return str(resolved)
-    if getattr(section, "password_file", None):
-        try:
-            return Path(section.password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"dashboards.password_file: cannot read {section.password_file}: {exc.strerror}") from exc
-    if getattr(section, "password_env", None):
-        return os.environ.get(section.password_env)
-    return None
-
-
 class DashboardsClient:
     """The few saved-objects API calls setup needs, with auth, TLS and tenant from config."""
 
@@ -216,7 +200,8 @@ class DashboardsClient:
         if getattr(section, "tenant", None):
             self.session.headers["securitytenant"] = section.tenant
         if section.username:
-            self.session.auth = (section.username, _password(section) or "")
+            # The password is read now, from password_file / password_env (shipper.config).
+            self.session.auth = (section.username, section.password() or "")
         if section.ca_certs:
             self.session.verify = str(section.ca_certs)
         else:

@@ -1,0 +1,205 @@
+"""OpenSearch Alerting monitors: render them for an index prefix and install them by name.
+
+The bodies live in ``dashboards/monitors.yml.j2`` (thresholds and schedule from the config's
+``alerting`` section). Installing is idempotent: a monitor is found by its stable name
+(``POST _plugins/_alerting/monitors/_search``), created when absent, updated in place with
+optimistic concurrency (``if_seq_no`` / ``if_primary_term``) when its body changed, and left
+alone when it did not. Actions point at the Notifications channel ``alerting.channel_id``
+(the action field is still called ``destination_id``; destinations are deprecated since
+Alerting 2.0 and the channel's config_id takes their place). Without a channel the monitors
+are installed without actions: alerts still show in Dashboards → Alerting.
+
+"Changed" is decided by a fingerprint of the rendered body kept in the monitor's
+``ui_metadata``, because OpenSearch hands monitors back normalised (queries rewritten,
+ids, timestamps and user added), so comparing bodies field by field would never be equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+from opensearchpy import exceptions as os_exc
+
+from shipper.errors import ConnectionFailed, RequestRefused
+from shipper.setup import Outcome, Step, StepReport
+
+log = logging.getLogger(__name__)
+
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "dashboards"
+MONITORS_TEMPLATE = "monitors.yml.j2"
+API = "/_plugins/_alerting/monitors"
+FINGERPRINT_KEY = "smtp_shipper"
+
+
+class AlertingUnavailable(Exception):
+    """The cluster has no Alerting plugin (the monitors API is not there)."""
+
+
+def render_monitors(settings: Any) -> list[dict[str, Any]]:
+    """The monitor bodies for ``settings.opensearch.index_prefix``, each with its fingerprint."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(ASSETS_DIR)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    text = env.get_template(MONITORS_TEMPLATE).render(
+        prefix=settings.opensearch.index_prefix,
+        alerting=settings.alerting,
+        channel_id=settings.alerting.channel_id,
+    )
+    monitors = yaml.safe_load(text)
+    for body in monitors:
+        body["ui_metadata"] = {FINGERPRINT_KEY: {"fingerprint": fingerprint(body)}}
+    return monitors
+
+
+def fingerprint(body: dict[str, Any]) -> str:
+    """sha256 of the body as we render it (without its ui_metadata)."""
+    plain = {k: v for k, v in body.items() if k != "ui_metadata"}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def stored_fingerprint(monitor: dict[str, Any]) -> str | None:
+    meta = monitor.get("ui_metadata") or {}
+    mine = meta.get(FINGERPRINT_KEY) or {}
+    return mine.get("fingerprint")
+
+
+def monitor_filename(name: str) -> str:
+    """A file name for a monitor name: "smtp-shipper [p]: rejections" → "smtp-shipper-p-rejections.json"."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    while "--" in safe:
+        safe = safe.replace("--", "-")
+    return safe.strip("-") + ".json"
+
+
+def export(settings: Any, directory: Path | str) -> list[Path]:
+    """Write one JSON body per monitor (for ``setup --export DIR``); returns the files written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for body in render_monitors(settings):
+        path = directory / monitor_filename(body["name"])
+        path.write_text(json.dumps(body, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+# --- the Alerting API -------------------------------------------------------------------------
+def _call(client: Any, method: str, url: str, *, body: Any = None, params: dict[str, Any] | None = None) -> Any:
+    try:
+        return client.transport.perform_request(method, url, params=params, body=body)
+    except os_exc.ConnectionError as exc:
+        raise ConnectionFailed(f"OpenSearch is unreachable: {exc}") from exc
+    except os_exc.TransportError as exc:
+        status = exc.status_code if isinstance(exc.status_code, int) else 0
+        text = json.dumps(exc.info)[:800] if exc.info else str(exc)
+        if status in (400, 404, 405) and "no handler found" in text:
+            raise AlertingUnavailable(text) from exc
+        if status in (401, 403):
+            raise ConnectionFailed(
+                f"OpenSearch refused {method} {url} (HTTP {status}): {text}",
+                hint="the user needs the alerting_full_access role (or cluster:admin/opendistro/alerting/*)",
+            ) from exc
+        raise RequestRefused(f"OpenSearch refused {method} {url} (HTTP {status}): {text}") from exc
+
+
+def find_monitors(client: Any, name: str) -> list[dict[str, Any]]:
+    """Monitors with exactly this name: [{"_id", "_seq_no", "_primary_term", "monitor"}]."""
+    query = {"size": 10, "seq_no_primary_term": True, "query": {"term": {"monitor.name.keyword": name}}}
+    try:
+        answer = _call(client, "POST", f"{API}/_search", body=query)
+    except RequestRefused as exc:
+        # No monitor was ever created on this cluster: the alerting config index does not exist.
+        if "index_not_found_exception" in str(exc):
+            return []
+        raise
+    found = []
+    for hit in answer.get("hits", {}).get("hits", []):
+        source = hit.get("_source", {})
+        monitor = source.get("monitor", source)
+        if monitor.get("name") == name:
+            found.append({"_id": hit["_id"], "monitor": monitor})
+    return found
+
+
+def get_monitor(client: Any, monitor_id: str) -> dict[str, Any]:
+    """``GET`` a monitor: {"_id", "_seq_no", "_primary_term", "monitor"}."""
+    return dict(_call(client, "GET", f"{API}/{monitor_id}"))
+
+
+def create_monitor(client: Any, body: dict[str, Any]) -> str:
+    return str(_call(client, "POST", API, body=body)["_id"])
+
+
+def update_monitor(client: Any, monitor_id: str, body: dict[str, Any], *, seq_no: int, primary_term: int) -> None:
+    params = {"if_seq_no": seq_no, "if_primary_term": primary_term}
+    _call(client, "PUT", f"{API}/{monitor_id}", body=body, params=params)
+
+
+def execute_monitor(client: Any, body: dict[str, Any], *, period_end_ms: int | None = None) -> dict[str, Any]:
+    """Run a monitor body once without saving it or sending anything (``dryrun=true``).
+
+    ``period_end_ms`` (epoch milliseconds) sets ``{{period_end}}``, the end of the window the
+    queries look at; the API takes it as a time value with a unit."""
+    params: dict[str, Any] = {"dryrun": "true"}
+    if period_end_ms is not None:
+        params["period_end"] = f"{int(period_end_ms)}ms"
+    return dict(_call(client, "POST", f"{API}/_execute", body=body, params=params))
+
+
+class MonitorStep:
+    """Setup step: one monitor, created or updated by name."""
+
+    def __init__(self, client: Any, body: dict[str, Any]) -> None:
+        self.client = client
+        self.body = body
+        self.name = f"alerting monitor {body['name']!r}"
+
+    def _no_channel_note(self) -> str:
+        if any(t.get(k, {}).get("actions") for t in self.body["triggers"] for k in t):
+            return ""
+        return "without actions: alerting.channel_id is not set, alerts only show in Dashboards → Alerting"
+
+    def run(self, *, dry_run: bool) -> StepReport:
+        note = self._no_channel_note()
+        try:
+            found = find_monitors(self.client, self.body["name"])
+        except AlertingUnavailable:
+            return StepReport(self.name, Outcome.SKIPPED, "the Alerting plugin is not installed on this cluster", dry_run)
+        if not found:
+            if not dry_run:
+                monitor_id = create_monitor(self.client, self.body)
+                note = "; ".join(filter(None, [f"id {monitor_id}", note]))
+            return StepReport(self.name, Outcome.CREATED, note, dry_run)
+        if len(found) > 1:
+            ids = ", ".join(f["_id"] for f in found)
+            log.warning("%d monitors are named %r (%s); only the first is kept up to date", len(found), self.body["name"], ids)
+        current = get_monitor(self.client, found[0]["_id"])
+        if stored_fingerprint(current.get("monitor", {})) == stored_fingerprint(self.body):
+            return StepReport(self.name, Outcome.UNCHANGED, note, dry_run)
+        if not dry_run:
+            try:
+                update_monitor(
+                    self.client, current["_id"], self.body,
+                    seq_no=current["_seq_no"], primary_term=current["_primary_term"],
+                )
+            except RequestRefused as exc:
+                if "version_conflict" in str(exc):
+                    raise RequestRefused(
+                        f"monitor {self.body['name']!r} was changed by someone else while setup ran",
+                        hint="run `smtp-shipper setup` again",
+                    ) from exc
+                raise
+        return StepReport(self.name, Outcome.UPDATED, "; ".join(filter(None, [f"id {current['_id']}", note])), dry_run)
+
+
+def setup_steps(settings: Any, client: Any) -> list[Step]:
+    """One step per monitor, in the order of the template."""
+    return [MonitorStep(client, body) for body in render_monitors(settings)]
