@@ -6,9 +6,9 @@ Order of preference (first that applies wins):
 2. A Docker engine answers a ``/_ping``: a testcontainers ``OpenSearchContainer``
    (``SMTP_SHIPPER_TEST_IMAGE``, default ``opensearchproject/opensearch:2.19.3``, security off).
 3. The embedded node of ``deploy/opensearch-local`` on ``SMTP_SHIPPER_TEST_PORT`` (default 9250,
-   so a developer's node on 9200 is left alone). An OpenSearch already listening there is reused
-   and left running; otherwise it is started (data in ``deploy/opensearch-local/data/test-<port>``,
-   wiped first) and stopped again by :meth:`Backend.stop`.
+   so a developer's node on 9200 is left alone). An OpenSearch already listening there is reused;
+   otherwise it is started (data in ``deploy/opensearch-local/data/test-<port>``, wiped first).
+   Parallel sessions share it; the last session that leaves stops a node a session started.
 
 ``SMTP_SHIPPER_TEST_OPENSEARCH=local|docker|auto`` (default ``auto``) forces step 2 or 3.
 Any failure raises :class:`OpenSearchUnavailable` with a message that says what to do.
@@ -16,6 +16,8 @@ Any failure raises :class:`OpenSearchUnavailable` with a message that says what 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -24,7 +26,7 @@ import subprocess
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -162,38 +164,86 @@ def start_container() -> Backend:
 
 
 def start_local(port: int) -> Backend:
-    """The embedded node of deploy/opensearch-local on 127.0.0.1:<port>."""
+    """The embedded node of deploy/opensearch-local on 127.0.0.1:<port>.
+
+    Several test sessions (developers working in parallel) share one node: each holds a lease
+    (``run/test-<port>.leases/<pid>``) and the last one out stops the node, but only a node that a
+    test session started (marker ``run/test-<port>.managed``). A node started by hand is reused
+    and never stopped here.
+    """
     url = f"http://127.0.0.1:{port}"
-    if port_open("127.0.0.1", port):
-        info = opensearch_info(url)
-        if info is None:
-            raise OpenSearchUnavailable(
-                f"port {port} is taken by something that is not OpenSearch; "
-                "free it or set SMTP_SHIPPER_TEST_PORT / OPENSEARCH_URL"
-            )
-        return Backend(url, f"already running at {url} ({_version(info)}), left running")
+    run = LOCAL_DIR / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OPENSEARCH_PORT=str(port), OPENSEARCH_DATA=str(LOCAL_DIR / "data" / f"test-{port}"))
+    managed = run / f"test-{port}.managed"
+    leases = run / f"test-{port}.leases"
+    with _locked(run / f"test-{port}.lock"):
+        if port_open("127.0.0.1", port):
+            info = opensearch_info(url)
+            if info is None:
+                raise OpenSearchUnavailable(
+                    f"port {port} is taken by something that is not OpenSearch; "
+                    "free it or set SMTP_SHIPPER_TEST_PORT / OPENSEARCH_URL"
+                )
+            if not managed.exists():
+                return Backend(url, f"already running at {url} ({_version(info)}), left running")
+            description = f"local node {url} ({_version(info)}), shared with other test sessions"
+        else:
+            if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+                raise OpenSearchUnavailable(
+                    "no Docker engine and no java: install Java 17 and Maven, or set OPENSEARCH_URL"
+                )
+            shutil.rmtree(env["OPENSEARCH_DATA"], ignore_errors=True)  # ours alone: fresh per start
+            shutil.rmtree(leases, ignore_errors=True)
+            result = _run_script("start", env)
+            if result.returncode != 0:
+                raise OpenSearchUnavailable(
+                    f"deploy/opensearch-local/start failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
+                )
+            info = opensearch_info(url)
+            if info is None:
+                _run_script("stop", env)
+                raise OpenSearchUnavailable(f"local node started but {url} does not answer as OpenSearch")
+            managed.write_text(str(os.getpid()))
+            description = f"local node {url} ({_version(info)}), started for this session"
+        leases.mkdir(exist_ok=True)
+        lease = leases / str(os.getpid())
+        lease.touch()
 
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        raise OpenSearchUnavailable("no Docker engine and no java: install Java 17 and Maven, or set OPENSEARCH_URL")
-    data = LOCAL_DIR / "data" / f"test-{port}"
-    shutil.rmtree(data, ignore_errors=True)  # ours alone: a fresh node per session
-    env = dict(os.environ, OPENSEARCH_PORT=str(port), OPENSEARCH_DATA=str(data))
-    result = _run_script("start", env)
-    if result.returncode != 0:
-        raise OpenSearchUnavailable(
-            f"deploy/opensearch-local/start failed (exit {result.returncode}):\n{result.stdout}{result.stderr}"
-        )
-    info = opensearch_info(url)
-    if info is None:
-        _run_script("stop", env)
-        raise OpenSearchUnavailable(f"local node started but {url} does not answer as OpenSearch:\n{result.stdout}")
+    def release() -> None:
+        with _locked(run / f"test-{port}.lock"):
+            lease.unlink(missing_ok=True)
+            for other in leases.iterdir() if leases.exists() else ():
+                if not _pid_alive(int(other.name)):
+                    other.unlink(missing_ok=True)
+            if leases.exists() and any(leases.iterdir()):
+                return  # another session still uses the node
+            stopped = _run_script("stop", env)
+            managed.unlink(missing_ok=True)
+            if stopped.returncode != 0:
+                raise OpenSearchUnavailable(f"deploy/opensearch-local/stop failed: {stopped.stdout}{stopped.stderr}")
 
-    def stop() -> None:
-        stopped = _run_script("stop", env)
-        if stopped.returncode != 0:
-            raise OpenSearchUnavailable(f"deploy/opensearch-local/stop failed: {stopped.stdout}{stopped.stderr}")
+    return Backend(url, description, release)
 
-    return Backend(url, f"local node {url} ({_version(info)}), started for this session", stop)
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _run_script(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
