@@ -1,0 +1,118 @@
+"""Xeams SMTP conversation logs: one raw line → one ``Event`` (or a ``Defect``). Pure.
+
+Layout (PRODUCT.md, "Input"; the seed transcript in ``samples/xeams/``)::
+
+    2024-03-21 11:39:49,056 - [   7054286] ************ New (secure) connection to: 142.251.171.26
+    2024-03-21 11:39:49,056 - [   7054286] S <-- EHLO mail.synametrics.com
+    2024-03-21 11:39:49,170 - [   7054286] C --> 250-mx.google.com at your service, [162.255.85.54]
+    2024-03-21 11:39:49,898 - [   7054286] ~~~~~~~~~~~~ Connection Terminated ( 842)
+
+The direction letters are not trusted (Xeams' documentation and its own sample disagree on what
+``C`` and ``S`` mean): a payload matching ``^\\d{3}([ -]|$)`` is a reply line, anything else on a
+tagged line is a command.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from shipper.formats import excerpt
+from shipper.model import Defect, Direction, Event, EventKind
+
+DATASET = "xeams.smtp"
+
+# One pass classifies the line: groups ts, session id, direction tag, reply code.
+# Month/day/hour/minute/second ranges are checked here; impossible dates (Feb 30) in _valid_date.
+_LINE = re.compile(
+    r"(\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01]) (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d,\d{3})"
+    r" - \[\s*([^\]\s]+)\s*\] ?"
+    r"((?:[SC] (?:<--|-->) ?)?)"
+    r"(\d{3}(?:[ -]|$))?"
+)
+_CONNECT = re.compile(r"\*+\s*New\s+(\(secure\)\s+)?connection\s+(to|from)\s*:?\s*(.*?)\s*$", re.I)
+_TERMINATE = re.compile(r"~+\s*Connection\s+Terminated\b", re.I)
+_SESSION_ID = re.compile(r"\[\s*(\d+)\s*\]")
+# Untagged lines are commands only when they start with an SMTP verb (RFC 5321 §4.1, 3030, 4954, 3207).
+_VERBS = frozenset(
+    "EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY EXPN HELP STARTTLS AUTH".split()
+)
+
+_FILE_DIRECTIONS = (
+    ("smtpoutboundconversation", Direction.OUTBOUND),
+    ("smtpproxyconversation", Direction.INBOUND),
+    ("smtpconversation", Direction.INBOUND),
+)
+
+
+class XeamsFormat:
+    name = "xeams"
+    dataset = DATASET
+
+    def __init__(self) -> None:
+        self._good_dates: set[str] = set()
+
+    def direction_from_name(self, path: str) -> Direction | None:
+        """``SMTPOutboundConversation*`` → outbound; ``SMTPConversation*`` and
+        ``SMTPProxyConversation*`` → inbound; anything else → None (decide from content)."""
+        base = path.replace("\\", "/").rsplit("/", 1)[-1].lower()
+        for prefix, direction in _FILE_DIRECTIONS:
+            if base.startswith(prefix):
+                return direction
+        return None
+
+    def parse_line(self, raw: bytes, offset: int, path: str) -> Event | Defect:
+        if raw[-1:] == b"\r":
+            raw = raw[:-1]
+        defect = None
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError:
+            text = raw.decode(errors="replace")
+            defect = "invalid UTF-8 (decoded with replacement characters)"
+        m = _LINE.match(text)
+        if m is None:
+            return self._defect(text, offset, path, "line matches no Xeams layout")
+        ts, sid, tag, code = m.groups()
+        if ts[:10] not in self._good_dates and not self._valid_date(ts[:10]):
+            return self._defect(text, offset, path, f"impossible date {ts[:10]}")
+        if code is not None:
+            return Event(ts, sid, EventKind.REPLY, text[m.start(4):], text, raw, offset, path,
+                         defect=defect)
+        payload = text[m.end():]
+        if tag:
+            return Event(ts, sid, EventKind.COMMAND, payload, text, raw, offset, path,
+                         defect=defect)
+        first = payload[:1]
+        if first == "*":
+            c = _CONNECT.match(payload)
+            if c is not None:
+                return Event(ts, sid, EventKind.CONNECT, payload, text, raw, offset, path,
+                             peer=c.group(3) or None, secure=c.group(1) is not None,
+                             connected_out=c.group(2).lower() == "to", defect=defect)
+        elif first == "~" and _TERMINATE.match(payload):
+            return Event(ts, sid, EventKind.TERMINATE, payload, text, raw, offset, path,
+                         defect=defect)
+        elif payload.split(" ", 1)[0].upper() in _VERBS:
+            return Event(ts, sid, EventKind.COMMAND, payload, text, raw, offset, path,
+                         defect=defect)
+        return Event(ts, sid, EventKind.OTHER, payload, text, raw, offset, path, defect=defect)
+
+    def _valid_date(self, day: str) -> bool:
+        try:
+            date(int(day[:4]), int(day[5:7]), int(day[8:10]))
+        except ValueError:
+            return False
+        if len(self._good_dates) > 4096:  # bounded: a long-running daemon sees one date a day
+            self._good_dates.clear()
+        self._good_dates.add(day)
+        return True
+
+    @staticmethod
+    def _defect(text: str, offset: int, path: str, reason: str) -> Defect:
+        sid = _SESSION_ID.search(text, 0, 80)
+        return Defect(path, offset, reason, excerpt(text), sid.group(1) if sid else None)
+
+
+def make_format() -> XeamsFormat:
+    return XeamsFormat()

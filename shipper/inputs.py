@@ -1,0 +1,278 @@
+"""Whole-file input for ``parse`` and ``backfill``: paths/globs/``-``/``.gz`` → lines → documents.
+
+Opening files is the only I/O here; splitting into lines (``iter_lines``) works on any binary
+stream, and everything after it is the pure pipeline (format → ``SessionAssembler`` →
+``build_documents``).
+
+Byte offsets are positions in the file as read — for a ``.gz`` file, in the decompressed stream.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from typing import IO, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shipper import formats
+from shipper.conversation import SessionAssembler
+from shipper.documents import build_documents
+from shipper.errors import InputError, StrictParseError
+from shipper.model import Defect, Direction, Event
+
+MAX_LINE = 64 * 1024  # longer lines are cut here (a defect); the rest is skipped, not buffered
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+_GLOB_CHARS = frozenset("*?[")
+_BLANK_FIRST = frozenset(b" \t\r\n")
+
+
+# -- time zones --------------------------------------------------------------------------------
+
+def resolve_zone(name: str | None) -> tzinfo:
+    """The IANA zone ``name``, or the machine's local zone when ``name`` is None/"local".
+    ``ValueError`` for an unknown name."""
+    if name and name.lower() != "local":
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r} (expected an IANA name such as "
+                             f"Europe/Berlin or America/New_York)") from exc
+    return _local_zone()
+
+
+def _local_zone() -> tzinfo:
+    env = os.environ.get("TZ", "").lstrip(":")
+    candidates = [env] if env else []
+    try:  # /etc/localtime → /usr/share/zoneinfo/Europe/Berlin
+        target = os.path.realpath("/etc/localtime")
+        if "zoneinfo/" in target:
+            candidates.append(target.split("zoneinfo/", 1)[1])
+    except OSError:
+        pass
+    try:
+        with open("/etc/timezone", encoding="utf-8") as fh:
+            candidates.append(fh.read().strip())
+    except OSError:
+        pass
+    for candidate in candidates:
+        try:
+            return ZoneInfo(candidate)
+        except (ZoneInfoNotFoundError, ValueError):
+            continue
+    try:
+        with open("/etc/localtime", "rb") as fh:
+            return ZoneInfo.from_file(fh, key="localtime")
+    except (OSError, ValueError):
+        return ZoneInfo("UTC")
+
+
+# -- lines -------------------------------------------------------------------------------------
+
+def iter_lines(stream: IO[bytes], max_line: int = MAX_LINE) -> Iterator[tuple[int, bytes, str | None]]:
+    """``(offset, line without "\\n", note)`` for each non-blank line. ``note`` is None for a
+    clean line, else why the line is suspect: cut because longer than ``max_line`` (the rest of
+    it is read and dropped, never held in memory), or last in the input without a newline."""
+    offset = 0
+    readline = stream.readline
+    blank_first = _BLANK_FIRST
+    while True:
+        line = readline(max_line + 1)
+        if not line:
+            return
+        n = len(line)
+        if line[-1] == 10:  # b"\n"
+            if line[0] in blank_first and not line.strip():
+                offset += n
+                continue
+            yield offset, line[:-1], None
+            offset += n
+        elif n > max_line:
+            start = offset
+            offset += n
+            ended = False
+            while True:
+                more = readline(1 << 20)
+                if not more:
+                    break
+                offset += len(more)
+                if more[-1] == 10:
+                    ended = True
+                    break
+            note = f"line longer than {max_line} bytes (cut)"
+            if not ended:
+                note += "; no newline at end of input"
+            yield start, line[:max_line], note
+        else:
+            if line.strip():
+                yield offset, line, "last line has no newline (truncated?)"
+            offset += n
+
+
+# -- opening -----------------------------------------------------------------------------------
+
+def expand_paths(paths: Iterable[str]) -> list[str]:
+    """Globs expanded (sorted), ``-`` kept; every file checked readable before any is parsed,
+    so that a typo fails fast with ``InputError`` instead of after half the output."""
+    import glob
+
+    result: list[str] = []
+    for path in paths:
+        if path == STDIN:
+            result.append(path)
+            continue
+        if _GLOB_CHARS.intersection(path) and not os.path.exists(path):
+            matches = sorted(p for p in glob.glob(path) if os.path.isfile(p))
+            if not matches:
+                raise InputError(f"{path}: no file matches this pattern")
+            result.extend(matches)
+            continue
+        if os.path.isdir(path):
+            raise InputError(f"{path}: is a directory", hint="give the log files, or a glob such "
+                             "as 'logs/SMTPOutboundConversation*.log'")
+        if not os.path.exists(path):
+            raise InputError(f"{path}: no such file")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"{path}: permission denied")
+        result.append(path)
+    return result or [STDIN]
+
+
+@contextmanager
+def open_input(path: str) -> Iterator[IO[bytes]]:
+    """A binary stream of ``path`` (``-`` = stdin), transparently gunzipped when it starts
+    with the gzip magic bytes (whatever its name)."""
+    if path == STDIN:
+        raw: IO[bytes] = sys.stdin.buffer
+        close = False
+    else:
+        try:
+            raw = open(path, "rb")  # noqa: SIM115 — closed below
+        except OSError as exc:
+            raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+        close = True
+    try:
+        peek = getattr(raw, "peek", None)
+        magic = peek(2)[:2] if peek is not None else b""
+        if magic == b"\x1f\x8b":
+            with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+                yield gz  # type: ignore[misc]
+        else:
+            yield raw
+    finally:
+        if close:
+            raw.close()
+
+
+# -- the whole pipeline ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ParseOptions:
+    format: str = "xeams"
+    direction: Direction | None = None  # None: from the file name, then from content
+    tz: tzinfo | None = None  # None: the machine's local zone
+    host_name: str = "localhost"
+    strict: bool = False
+    classifier: Any = None  # a reasons.Classifier; None → reasons.classify
+    on_defect: Callable[[Defect], None] | None = None
+    max_line: int = MAX_LINE
+
+
+@dataclass
+class ParseStats:
+    lines: int = 0
+    sessions: int = 0
+    documents: Counter[str] = field(default_factory=Counter)  # verdict → count
+    defects: int = 0
+    kept_defects: list[Defect] = field(default_factory=list)  # the first KEEP_DEFECTS
+    KEEP_DEFECTS = 1000
+
+    def summary(self) -> str:
+        verdicts = ", ".join(f"{v} {self.documents.get(v, 0)}"
+                             for v in ("delivered", "rejected", "deferred", "failed"))
+        total = sum(self.documents.values())
+        return (f"{self.lines} lines, {self.sessions} sessions, {total} documents "
+                f"({verdicts}), {self.defects} defects")
+
+
+def iter_documents(paths: Iterable[str], options: ParseOptions,
+                   stats: ParseStats) -> Iterator[dict[str, Any]]:
+    """Documents of whole files, in the order their sessions finish. Sessions left open at
+    the end of the last file are emitted then (``smtp.incomplete``). Files are read in the
+    order given, through one assembler per direction, so a session continued in the next
+    (rotated) file is joined up."""
+    fmt = formats.get(options.format)
+    tz = options.tz if options.tz is not None else resolve_zone(None)
+    assemblers: dict[Direction | None, SessionAssembler] = {}
+    for path in expand_paths(paths):
+        direction = options.direction or fmt.direction_from_name(path)
+        assembler = assemblers.get(direction)
+        if assembler is None:
+            assembler = assemblers[direction] = SessionAssembler(direction=direction, tz=tz)
+        yield from _parse_file(path, fmt, assembler, options, stats)
+    for assembler in assemblers.values():
+        for session in assembler.flush_all():
+            yield from _documents(session, fmt.dataset, options, stats)
+
+
+def _parse_file(path: str, fmt: formats.Format, assembler: SessionAssembler,
+                options: ParseOptions, stats: ParseStats) -> Iterator[dict[str, Any]]:
+    name = STDIN_NAME if path == STDIN else path
+    parse_line = fmt.parse_line
+    feed = assembler.feed
+    dataset = fmt.dataset
+    lines = 0
+    event_class = Event
+    with open_input(path) as stream:
+        try:
+            for offset, raw, note in iter_lines(stream, options.max_line):
+                lines += 1
+                item = parse_line(raw, offset, name)
+                if item.__class__ is event_class:
+                    if note is not None or item.defect is not None:  # type: ignore[union-attr]
+                        _event_defect(item, note, options, stats)  # type: ignore[arg-type]
+                    for session in feed(item):  # type: ignore[arg-type]
+                        yield from _documents(session, dataset, options, stats)
+                else:
+                    if note is not None:
+                        item = Defect(item.path, item.offset, f"{item.reason}; {note}",  # type: ignore[union-attr]
+                                      item.excerpt, item.session_id)  # type: ignore[union-attr]
+                    record_defect(item, options, stats)  # type: ignore[arg-type]
+        except (OSError, EOFError, zlib.error) as exc:  # corrupt or truncated .gz
+            record_defect(Defect(name, -1, f"cannot read further: {exc}", ""), options, stats)
+        finally:
+            stats.lines += lines
+
+
+def _event_defect(ev: Event, note: str | None, options: ParseOptions, stats: ParseStats) -> None:
+    reason = "; ".join(r for r in (ev.defect, note) if r)
+    record_defect(Defect(ev.path, ev.offset, reason, formats.excerpt(ev.text), ev.session_id),
+                  options, stats)
+
+
+def record_defect(defect: Defect, options: ParseOptions, stats: ParseStats) -> None:
+    """Count and report a defect; with ``strict``, the first one is an error."""
+    if options.strict:
+        raise StrictParseError(f"{defect}", hint="run without --strict to skip bad lines")
+    stats.defects += 1
+    if len(stats.kept_defects) < stats.KEEP_DEFECTS:
+        stats.kept_defects.append(defect)
+    if options.on_defect is not None:
+        options.on_defect(defect)
+
+
+def _documents(session: Any, dataset: str, options: ParseOptions,
+               stats: ParseStats) -> list[dict[str, Any]]:
+    stats.sessions += 1
+    docs = build_documents(session, host_name=options.host_name, dataset=dataset,
+                           classifier=options.classifier)
+    for doc in docs:
+        stats.documents[doc["smtp"]["verdict"]] += 1
+    return docs
