@@ -538,7 +538,10 @@ def _file(kind: str, *, secret: bool = False, pem: bool = False) -> Check:
         p = _resolve(value, path, ctx)
         if not ctx.check_files:
             return p
-        relative_hint = "fix the path; a relative path is relative to the config file's directory"
+        if Path(os.path.expanduser(str(value).strip())).is_absolute():
+            relative_hint = "create it, or fix the path"
+        else:
+            relative_hint = f"fix the path; it was taken relative to {ctx.base_dir(path)}"
         try:
             st = p.stat()
         except FileNotFoundError:
@@ -684,10 +687,16 @@ def _opensearch_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
     if values.get("verify_certs") is False:
         ctx.warn(path + ("verify_certs",), "TLS certificates are NOT verified; anyone in between can read the traffic")
     hosts = values.get("hosts") or ()
-    if values.get("username") and any(str(h).startswith("http://") for h in hosts):
+    if values.get("username") and any(_plain_http_off_host(str(h)) for h in hosts):
         ctx.warn(path + ("hosts",), "a password would be sent unencrypted over http://; use https://")
     if values.get("username") and not (values.get("password_file") or values.get("password_env") or ctx.environ.get(PASSWORD_ENV)):
         ctx.warn(path + ("username",), f"username is set but no password: set password_file, password_env or ${PASSWORD_ENV}")
+
+
+def _plain_http_off_host(url: str) -> bool:
+    """http:// to another machine (the loopback interface never leaves the host)."""
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1")
 
 
 def _password_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
@@ -967,7 +976,10 @@ def _parse(source: Path, problems: list[Problem]) -> tuple[Any, dict[Path_, int]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
-        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        what = str(exc.problem or exc.context)
+        if exc.problem and exc.context:
+            at = f" at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}" if exc.context_mark else ""
+            what += f" ({exc.context}{at})"
         problems.append(Problem(where, "", f"YAML syntax error: {what}", "check the indentation and quoting near there; a value containing ': ' or '#' needs quotes"))
         return None, {}
     except yaml.YAMLError as exc:
