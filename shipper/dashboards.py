@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +28,26 @@ from shipper.setup import Outcome, Step, StepReport
 
 log = logging.getLogger(__name__)
 
-#: The templates folder: ``dashboards/`` beside the package (the repository layout).
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 SAVED_OBJECTS_TEMPLATE = "saved-objects.yml.j2"
 DEFAULT_PREFIX = "smtp-deliveries"
+DASHBOARDS_ENV = "SMTP_SHIPPER_DASHBOARDS_DIR"
+
+
+def assets_dir() -> Path:
+    """Where the templates live: ``$SMTP_SHIPPER_DASHBOARDS_DIR``, else ``dashboards/`` of the
+    source tree, else ``share/smtp-shipper/dashboards`` of the installation prefix (the same
+    search as ``shipper.setup.mappings_dir``)."""
+    if os.environ.get(DASHBOARDS_ENV):
+        return Path(os.environ[DASHBOARDS_ENV])
+    candidates = [
+        Path(__file__).resolve().parent.parent / "dashboards",
+        Path(sys.prefix) / "share" / "smtp-shipper" / "dashboards",
+    ]
+    for candidate in candidates:
+        if (candidate / SAVED_OBJECTS_TEMPLATE).is_file():
+            return candidate
+    return candidates[0]
+
 
 #: Attributes that Dashboards keeps as JSON text inside the saved object (dotted paths under
 #: ``attributes``). The template writes them as YAML structures; rendering encodes them.
@@ -111,7 +129,7 @@ def filter_query(flt: Mapping[str, Any]) -> dict[str, Any]:
 # --- rendering -------------------------------------------------------------------------------
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(ASSETS_DIR)),
+        loader=jinja2.FileSystemLoader(str(assets_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,

@@ -26,12 +26,12 @@ import jinja2
 import yaml
 from opensearchpy import exceptions as os_exc
 
+from shipper.dashboards import assets_dir
 from shipper.errors import ConnectionFailed, RequestRefused
 from shipper.setup import Outcome, Step, StepReport
 
 log = logging.getLogger(__name__)
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "dashboards"
 MONITORS_TEMPLATE = "monitors.yml.j2"
 API = "/_plugins/_alerting/monitors"
 FINGERPRINT_KEY = "smtp_shipper"
@@ -44,7 +44,7 @@ class AlertingUnavailable(Exception):
 def render_monitors(settings: Any) -> list[dict[str, Any]]:
     """The monitor bodies for ``settings.opensearch.index_prefix``, each with its fingerprint."""
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(ASSETS_DIR)),
+        loader=jinja2.FileSystemLoader(str(assets_dir())),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
