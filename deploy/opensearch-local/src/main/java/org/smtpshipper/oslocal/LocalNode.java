@@ -48,7 +48,9 @@ public final class LocalNode {
 
     public static void main(String[] args) {
         try {
-            System.exit(run(args));
+            // After a clean stop the JVM is already shutting down: calling System.exit then would
+            // block on the running shutdown hooks, so only errors exit explicitly.
+            run(args);
         } catch (Fatal e) {
             System.err.println("opensearch-local: FATAL: " + e.getMessage());
             if (e.getCause() != null) {
