@@ -1,0 +1,141 @@
+"""`smtp-shipper backfill` against a real node: golden scenarios found again by trace with the
+right verdicts, idempotence, gzip, and clear failures."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from shipper.cli import main
+
+from .xeams_samples import mixed_log
+
+pytestmark = pytest.mark.integration
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+SCENARIOS = sorted(GOLDEN.glob("*.log"))
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch, tmp_path):
+    for name in ("SMTP_SHIPPER_CONFIG", "SMTP_SHIPPER_OPENSEARCH_HOSTS", "SMTP_SHIPPER_INDEX_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SMTP_SHIPPER_STATE_DIR", str(tmp_path / "state"))
+
+
+def count(opensearch, prefix: str) -> int:
+    opensearch.indices.refresh(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)
+    return opensearch.count(index=f"{prefix}-*", ignore_unavailable=True, allow_no_indices=True)["count"]
+
+
+@pytest.fixture
+def cli(capsys, opensearch_url, index_prefix):
+    common = ["--opensearch", opensearch_url, "--index-prefix", index_prefix]
+
+    def run(command: str, *args: str) -> tuple[int, str, str]:
+        code = main([command, *args, *common])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert 0 == run("setup")[0]
+    return run
+
+
+def expected_docs(scenario: Path) -> list[dict]:
+    path = scenario.with_name(scenario.name.removesuffix(".log") + ".expected.jsonl")
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _get(doc: dict, dotted: str):
+    for key in dotted.split("."):
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.stem for s in SCENARIOS])
+def test_golden_scenario_backfilled_and_traced(cli, scenario):
+    """Each expected document of the scenario is found by trace (by recipient, else sender)
+    with the expected verdict and reply code."""
+    expected = expected_docs(scenario)
+    directions = {_get(d, "smtp.direction") for d in expected}
+    args = ["--timezone", "UTC", "--no-progress"]
+    if len(directions) == 1 and None not in directions:
+        args += ["--direction", directions.pop()]
+    code, out, err = cli("backfill", *args, str(scenario))
+    assert 0 == code, err
+    assert "dead-lettered 0" in out
+    for want in expected:
+        who = _get(want, "email.to.address") or _get(want, "email.from.address")
+        if not who:
+            continue  # nothing to trace by
+        code, out, _ = cli("trace", who, "--json", "--limit", "1000")
+        assert 0 == code
+        found = [json.loads(line) for line in out.splitlines()]
+        same = [d for d in found if _get(d, "smtp.session_id") == _get(want, "smtp.session_id")
+                and _get(d, "smtp.transaction") == _get(want, "smtp.transaction")
+                and _get(d, "email.to.address") == _get(want, "email.to.address")]
+        assert 1 == len(same), f"{who}: {len(same)} matching documents of {len(found)}"
+        assert _get(want, "smtp.verdict") == _get(same[0], "smtp.verdict")
+        assert _get(want, "smtp.reply.code") == _get(same[0], "smtp.reply.code")
+
+
+def test_backfill_twice_same_count_and_gzip(cli, opensearch, index_prefix, tmp_path):
+    """The same sessions, plain and gzipped, backfilled twice: still one document each."""
+    plain = tmp_path / "SMTPOutboundConversation.log"
+    plain.write_text(mixed_log())
+    rotated = tmp_path / "SMTPOutboundConversation.log.1.gz"
+    rotated.write_bytes(gzip.compress(mixed_log().encode()))
+    code, out, err = cli("backfill", "--no-progress", str(plain))
+    assert 0 == code, err
+    assert "backfill: 5 documents from 5 sessions (delivered 3, rejected 1, deferred 1, failed 0)" in out
+    first = count(opensearch, index_prefix)
+    assert 5 == first
+    code, out, err = cli("backfill", "--no-progress", str(plain), str(rotated))
+    assert 0 == code, err
+    assert "indexed 10" in out
+    assert first == count(opensearch, index_prefix)
+
+
+def test_documents_are_searchable_at_once_unless_no_refresh(cli, opensearch, index_prefix, tmp_path):
+    log = tmp_path / "SMTPOutboundConversation.log"
+    log.write_text(mixed_log())
+    cli("backfill", "--no-progress", str(log))
+    assert 5 == opensearch.count(index=f"{index_prefix}-*")["count"]  # no refresh of our own here
+
+
+def test_missing_template_says_run_setup(capsys, opensearch_url, opensearch, tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text(mixed_log())
+    prefix = "t-never-set-up"
+    code = main(["backfill", "--no-progress", str(log), "--opensearch", opensearch_url, "--index-prefix", prefix])
+    err = capsys.readouterr().err
+    assert 3 == code
+    assert "run `smtp-shipper setup` first" in err
+    assert {} == opensearch.indices.get(index=f"{prefix}-*", allow_no_indices=True, ignore_unavailable=True)
+
+
+def test_closed_port_is_exit_5_without_traceback(capsys, tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text(mixed_log())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = main(["backfill", "--no-progress", str(log), "--opensearch", f"http://127.0.0.1:{port}"])
+    err = capsys.readouterr().err
+    assert 5 == code
+    assert f"cannot reach OpenSearch at http://127.0.0.1:{port}: connection refused" in err
+    assert "Traceback" not in err
+
+
+def test_missing_file_is_exit_4(capsys, tmp_path):
+    code = main(["backfill", str(tmp_path / "nope.log"), "--opensearch", "http://127.0.0.1:9"])
+    assert 4 == code
+    assert "no such file" in capsys.readouterr().err
