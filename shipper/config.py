@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import difflib
 import fnmatch
-import glob
 import json
 import logging
 import os
@@ -214,12 +213,13 @@ class InputSettings:
     def excluded(self, path: str | Path) -> bool:
         """An ``exclude`` glob matches the path or its file name ("*.gz" works)."""
         text = str(path)
-        return any(fnmatch.fnmatchcase(text, pat) or fnmatch.fnmatchcase(os.path.basename(text), pat) for pat in self.exclude)
+        return any(fnmatch.fnmatch(text, pat) or fnmatch.fnmatch(os.path.basename(text), pat) for pat in self.exclude)
 
     def files(self) -> list[Path]:
         """The regular files the globs match right now, minus the excluded ones, sorted."""
-        found = {p for pattern in self.paths for p in glob.glob(pattern, recursive=True)}
-        return sorted(Path(p) for p in found if os.path.isfile(p) and not self.excluded(p))
+        from shipper.follow import expand_globs  # the daemon's own expansion, so the counts agree
+
+        return [Path(p) for p in expand_globs(self.paths, self.exclude) if os.path.isfile(p)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +257,7 @@ class Settings:
 
     def redacted_dict(self) -> dict[str, Any]:
         """The effective settings as JSON-able data, keyed like the YAML file; secrets masked."""
-        out = _plain(self)
+        out: dict[str, Any] = _plain(self)
         for section in ("opensearch", "dashboards"):
             out[section]["password"] = MASK if getattr(self, section).has_password else None
         return out
@@ -457,7 +457,7 @@ def _formats() -> tuple[str, ...]:
 
 
 def _format(value: Any, path: Path_, ctx: _Ctx) -> str:
-    return _choice(*_formats())(value, path, ctx)
+    return str(_choice(*_formats())(value, path, ctx))
 
 
 def _masked_url(text: str) -> str:
@@ -547,7 +547,7 @@ def _file(kind: str, *, secret: bool = False, pem: bool = False) -> Check:
         except FileNotFoundError:
             raise _Invalid(f"{kind} {p} does not exist", relative_hint) from None
         except PermissionError:
-            raise _Invalid(f"{kind} {p}: permission denied", f"run check-config as the service's user") from None
+            raise _Invalid(f"{kind} {p}: permission denied", "run check-config as the service's user") from None
         if not stat.S_ISREG(st.st_mode):
             raise _Invalid(f"{kind} {p} is not a regular file", relative_hint)
         try:
@@ -556,7 +556,7 @@ def _file(kind: str, *, secret: bool = False, pem: bool = False) -> Check:
         except PermissionError:
             raise _Invalid(
                 f"{kind} {p} is not readable by user {_user()}",
-                f"give the service's user read access (chown/chmod), or run check-config as that user",
+                "give the service's user read access (chown/chmod), or run check-config as that user",
             ) from None
         if secret:
             if not head.strip():
@@ -595,7 +595,7 @@ def _no_password(value: Any, path: Path_, ctx: _Ctx) -> None:
 
 
 def _index_prefix(value: Any, path: Path_, ctx: _Ctx) -> str:
-    text = _string("an index name prefix")(value, path, ctx)
+    text: str = _string("an index name prefix")(value, path, ctx)
     # OpenSearch index names: lower case, no \ / * ? " < > | , # : or space, not starting with - _ +
     if text != text.lower():
         raise _Invalid(f"index names must be lower case, got {_show(text)}", f'use "{text.lower()}"')
@@ -650,7 +650,7 @@ def _glob(value: Any, path: Path_, ctx: _Ctx) -> str:
 
 def _exclude(value: Any, path: Path_, ctx: _Ctx) -> str:
     # Matched against the whole path or the file name: "*.gz" needs no directory part.
-    return _string("a glob")(value, path, ctx)
+    return str(_string("a glob")(value, path, ctx))
 
 
 def _state_dir(value: Any, path: Path_, ctx: _Ctx) -> Path:
@@ -997,7 +997,10 @@ def config_path(path: str | Path | None = None, env: Mapping[str, str] | None = 
         return Path(path).absolute()
     if env.get(CONFIG_ENV):
         return Path(env[CONFIG_ENV]).absolute()
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+    try:
+        return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+    except PermissionError:  # /etc/smtp-shipper is there but closed to us: say so when reading
+        return DEFAULT_CONFIG_PATH
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, label: str, origins: dict[Path_, str]) -> None:
