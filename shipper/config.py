@@ -980,7 +980,10 @@ def _parse(source: Path, problems: list[Problem]) -> tuple[Any, dict[Path_, int]
         if exc.problem and exc.context:
             at = f" at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}" if exc.context_mark else ""
             what += f" ({exc.context}{at})"
-        problems.append(Problem(where, "", f"YAML syntax error: {what}", "check the indentation and quoting near there; a value containing ': ' or '#' needs quotes"))
+        hint = "check the indentation and quoting near there; a value containing ': ' or '#' needs quotes"
+        if "expected a single document" in str(exc.context):
+            what, hint = "a second YAML document starts here", "keep one document: remove the '---' line and what follows, or merge it"
+        problems.append(Problem(where, "", f"YAML syntax error: {what}", hint))
         return None, {}
     except yaml.YAMLError as exc:
         problems.append(Problem(str(source), "", f"YAML error: {exc}"))

@@ -474,3 +474,21 @@ def test_check_config_warnings_and_no_file_checks(tmp_path: Path, capsys: pytest
     assert 0 == main(["check-config", "--config", str(cfg), "--no-file-checks"])
     out = capsys.readouterr().out
     assert "\nwarning: " in out and "certificates are NOT verified" in out
+
+
+def test_redacted_dict_is_the_effective_configuration(tmp_path: Path) -> None:
+    """redacted_dict(), written back as YAML (without the masked passwords), loads to equal settings."""
+    s = config.load(EXAMPLE, env={}, check_files=False)
+    data = s.redacted_dict()
+    del data["opensearch"]["password"], data["dashboards"]["password"]
+    again = config.load(write(tmp_path / "again.yml", yaml.safe_dump(data)), env={}, check_files=False)
+    assert s == again
+
+
+def test_inputs_are_hashable_and_dashboards_password(tmp_path: Path) -> None:
+    """InputSettings can key a dict (reload compares them); dashboards.password() reads its own source."""
+    cfg = write(tmp_path / "c.yml", "dashboards:\n  url: https://d:5601\n  username: u\n  password_env: DASH_PW\n")
+    s = config.load(cfg, env={"DASH_PW": "dash-secret"})
+    assert "dash-secret" == s.dashboards.password()
+    assert "dash-secret" not in repr(s.dashboards)
+    assert {config.InputSettings(("/a/*.log",)): 1}[config.InputSettings(("/a/*.log",))] == 1
