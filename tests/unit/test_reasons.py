@@ -33,7 +33,15 @@ def test_table_is_large_and_sourced():
         assert case.get("source"), case
         assert case.get("provider"), case
         assert case["expected"] in REASONS, case
-        assert set(case) <= {"provider", "source", "code", "enhanced", "text", "stage", "expected"}
+        assert set(case) <= {
+            "provider",
+            "source",
+            "code",
+            "enhanced",
+            "text",
+            "stage",
+            "expected",
+        }
 
 
 def test_table_covers_many_reasons():
@@ -47,7 +55,9 @@ def test_real_replies(case):
     """Each real reply line gets the reason a mail administrator would give it."""
     classifier = Classifier.from_files()
     expected = case["expected"]
-    actual, rule = classifier.explain(case["code"], case["enhanced"], case["text"], case["stage"])
+    actual, rule = classifier.explain(
+        case["code"], case["enhanced"], case["text"], case["stage"]
+    )
     assert expected == actual, f"decided by {rule.origin if rule else None}"
     assert classifier.unmatched_total == 0
 
@@ -68,7 +78,9 @@ def test_vocabulary_is_small_closed_and_described():
 
 def test_docs_table_lists_every_reason():
     """docs/reasons.md documents every reason of the vocabulary."""
-    doc = (Path(__file__).parents[2] / "docs" / "reasons.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).parents[2] / "docs" / "reasons.md").read_text(
+        encoding="utf-8"
+    )
     for reason in REASONS:
         assert f"| `{reason}` |" in doc, reason
 
@@ -76,7 +88,9 @@ def test_docs_table_lists_every_reason():
 def test_builtin_rules_are_documented():
     """Every built-in rule has a name and a source; every enhanced-only rule says `final`."""
     raw = yaml.safe_load(
-        (Path(reasons.__file__).parent / "data" / "reasons.yml").read_text(encoding="utf-8")
+        (Path(reasons.__file__).parent / "data" / "reasons.yml").read_text(
+            encoding="utf-8"
+        )
     )
     names = [rule["name"] for rule in raw["rules"]]
     assert len(names) == len(set(names))
@@ -91,15 +105,23 @@ def test_builtin_rules_are_documented():
 
 def test_specific_enhanced_code_beats_text():
     """5.1.1 means a bad mailbox whatever the words (here: 'mailbox full')."""
-    assert "unknown-recipient" == classify("550", "5.1.1", "Mailbox full, user unknown to us")
-    assert "mailbox-full" == classify("552", "5.2.2", "Recipient address rejected: User unknown")
+    assert "unknown-recipient" == classify(
+        "550", "5.1.1", "Mailbox full, user unknown to us"
+    )
+    assert "mailbox-full" == classify(
+        "552", "5.2.2", "Recipient address rejected: User unknown"
+    )
 
 
 def test_text_refines_vague_enhanced_code():
     """5.7.1 is only a default: spam, blocklist and relay texts refine it."""
-    assert "policy" == classify("550", "5.7.1", "Delivery not authorized, message refused")
+    assert "policy" == classify(
+        "550", "5.7.1", "Delivery not authorized, message refused"
+    )
     assert "spam-content" == classify("550", "5.7.1", "Message rejected as spam")
-    assert "blocklisted" == classify("554", "5.7.1", "Client host blocked using b.barracudacentral.org")
+    assert "blocklisted" == classify(
+        "554", "5.7.1", "Client host blocked using b.barracudacentral.org"
+    )
     assert "relay-denied" == classify("554", "5.7.1", "Relay access denied")
 
 
@@ -161,7 +183,9 @@ def test_unmatched_goes_to_other_and_is_counted():
     """A reply no rule knows is `other`, counted by code and grouped text."""
     classifier = Classifier.from_files()
     for ip in ("192.0.2.1", "192.0.2.2"):
-        assert "other" == classifier.classify("550", None, f"Computer says no to {ip} <a@example.org>")
+        assert "other" == classifier.classify(
+            "550", None, f"Computer says no to {ip} <a@example.org>"
+        )
     assert "other" == classifier.classify("553", None, "Nope")
     assert 3 == classifier.unmatched_total
     assert 2 == classifier.unmatched[("550", "Computer says no to # <addr>")]
@@ -237,11 +261,17 @@ rules:
 """,
     )
     classifier = Classifier.from_files([path])
-    assert "mailbox-disabled" == classifier.classify("550", "5.1.1", "5.1.1 account suspended")
+    assert "mailbox-disabled" == classifier.classify(
+        "550", "5.1.1", "5.1.1 account suspended"
+    )
     # the built-in text rule would say policy ("policy"); the user's says spam-content
-    assert "spam-content" == classifier.classify("550", "5.7.1", "quarantined by policy engine")
+    assert "spam-content" == classifier.classify(
+        "550", "5.7.1", "quarantined by policy engine"
+    )
     # everything else still goes by the built-in rules
-    assert "unknown-recipient" == classifier.classify("550", "5.1.1", "5.1.1 user unknown")
+    assert "unknown-recipient" == classifier.classify(
+        "550", "5.1.1", "5.1.1 user unknown"
+    )
     # and the default classifier is unaffected
     assert "unknown-recipient" == classify("550", "5.1.1", "5.1.1 account suspended")
 
@@ -249,16 +279,26 @@ rules:
 def test_user_rule_can_add_a_phrase(tmp_path):
     """A reply that was `other` gets a category once a user rule names it."""
     assert "other" == classify("550", None, "Computer says no")
-    path = _write(tmp_path, "rules:\n  - {text: 'computer says no', code: 5xx, reason: policy}\n")
-    assert "policy" == Classifier.from_files([str(path)]).classify("550", None, "Computer says no")
+    path = _write(
+        tmp_path, "rules:\n  - {text: 'computer says no', code: 5xx, reason: policy}\n"
+    )
+    assert "policy" == Classifier.from_files([str(path)]).classify(
+        "550", None, "Computer says no"
+    )
 
 
 def test_user_files_in_order(tmp_path):
     """Several user files: the first listed wins."""
     first = _write(tmp_path, "rules:\n  - {text: 'odd', reason: policy}\n", "first.yml")
-    second = _write(tmp_path, "rules:\n  - {text: 'odd', reason: spam-content}\n", "second.yml")
-    assert "policy" == Classifier.from_files([first, second]).classify("550", None, "odd")
-    assert "spam-content" == Classifier.from_files([second, first]).classify("550", None, "odd")
+    second = _write(
+        tmp_path, "rules:\n  - {text: 'odd', reason: spam-content}\n", "second.yml"
+    )
+    assert "policy" == Classifier.from_files([first, second]).classify(
+        "550", None, "odd"
+    )
+    assert "spam-content" == Classifier.from_files([second, first]).classify(
+        "550", None, "odd"
+    )
 
 
 def test_empty_user_rule_list_is_fine(tmp_path):
@@ -318,11 +358,25 @@ BAD_FILES = [
         r"unknown key 'rule'",
         id="unknown-top-key",
     ),
-    pytest.param("- {code: 550, reason: policy}\n", r"expected a mapping with a 'rules' list", id="not-a-mapping"),
-    pytest.param("rules: {code: 550}\n", r"rules: expected a list of rules", id="rules-not-a-list"),
-    pytest.param("rules:\n  - [550, policy]\n", r"rules\[0\]: expected a mapping, got list", id="rule-not-a-mapping"),
+    pytest.param(
+        "- {code: 550, reason: policy}\n",
+        r"expected a mapping with a 'rules' list",
+        id="not-a-mapping",
+    ),
+    pytest.param(
+        "rules: {code: 550}\n",
+        r"rules: expected a list of rules",
+        id="rules-not-a-list",
+    ),
+    pytest.param(
+        "rules:\n  - [550, policy]\n",
+        r"rules\[0\]: expected a mapping, got list",
+        id="rule-not-a-mapping",
+    ),
     pytest.param("rules: [\n", r"not valid YAML", id="yaml-syntax"),
-    pytest.param("version: 2\nrules: []\n", r"version: only version 1 is known", id="bad-version"),
+    pytest.param(
+        "version: 2\nrules: []\n", r"version: only version 1 is known", id="bad-version"
+    ),
 ]
 
 
@@ -339,7 +393,9 @@ def test_bad_user_rule_file(tmp_path, content, message):
 def test_missing_user_rule_file(tmp_path):
     """An unreadable rule file is a ConfigError naming it."""
     path = tmp_path / "absent.yml"
-    with pytest.raises(ConfigError, match=re.escape(f"{path}: cannot read reason rules")):
+    with pytest.raises(
+        ConfigError, match=re.escape(f"{path}: cannot read reason rules")
+    ):
         Classifier.from_files([path])
 
 
@@ -357,3 +413,15 @@ def test_classification_is_cheap():
             classifier.classify(*reply)
     per_reply = (time.perf_counter() - started) / (rounds * len(replies))
     assert per_reply < 0.001, f"{per_reply * 1e6:.0f} µs per reply"
+
+
+def test_docs_example_rule_file_works(tmp_path):
+    """The user rule file shown in docs/reasons.md loads and does what the doc says."""
+    doc = (Path(__file__).parents[2] / "docs" / "reasons.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
+    example = next(block for block in blocks if block.startswith("# /etc/smtp-shipper/"))
+    classifier = Classifier.from_files([_write(tmp_path, example)])
+    assert "other" == classify("550", None, "Message quarantined")
+    assert "spam-content" == classifier.classify("550", None, "Message quarantined")
+    assert "mailbox-disabled" == classifier.classify("550", "5.1.1", "5.1.1 account is suspended")
+    assert "unknown-recipient" == classify("550", "5.1.1", "5.1.1 account is suspended")
