@@ -684,6 +684,9 @@ def _opensearch_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
     if (values.get("client_cert") is None) != (values.get("client_key") is None):
         have, missing = ("client_cert", "client_key") if values.get("client_cert") is not None else ("client_key", "client_cert")
         ctx.problem(path + (have,), f"{have} is set but {missing} is not", f"mutual TLS needs both: set {missing} too")
+    cert, key = values.get("client_cert"), values.get("client_key")
+    if ctx.check_files and isinstance(cert, Path) and isinstance(key, Path):
+        _check_key_pair(cert, key, path + ("client_key",), ctx)
     if values.get("verify_certs") is False:
         ctx.warn(path + ("verify_certs",), "TLS certificates are NOT verified; anyone in between can read the traffic")
     hosts = values.get("hosts") or ()
@@ -691,6 +694,21 @@ def _opensearch_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
         ctx.warn(path + ("hosts",), "a password would be sent unencrypted over http://; use https://")
     if values.get("username") and not (values.get("password_file") or values.get("password_env") or ctx.environ.get(PASSWORD_ENV)):
         ctx.warn(path + ("username",), f"username is set but no password: set password_file, password_env or ${PASSWORD_ENV}")
+
+
+def _check_key_pair(cert: Path, key: Path, path: Path_, ctx: _Ctx) -> None:
+    """The key must be an unencrypted PEM key that belongs to the certificate."""
+    if b"ENCRYPTED" in key.read_bytes()[:4096]:
+        ctx.problem(path, f"{key} is encrypted; a client key must be unencrypted",
+                    "decrypt it (openssl pkey -in KEY -out NEW) and keep it mode 600")
+        return
+    try:
+        # The password callback keeps OpenSSL from prompting on the terminal.
+        ssl.create_default_context().load_cert_chain(str(cert), str(key), password=lambda: b"")
+    except ssl.SSLError as exc:
+        mismatch = "KEY_VALUES_MISMATCH" in str(exc)
+        what = f"{key} does not belong to client_cert {cert}" if mismatch else f"{key} is not a PEM private key"
+        ctx.problem(path, what, "client_cert and client_key must be the two halves of one key pair")
 
 
 def _plain_http_off_host(url: str) -> bool:

@@ -492,3 +492,10 @@ def test_inputs_are_hashable_and_dashboards_password(tmp_path: Path) -> None:
     assert "dash-secret" == s.dashboards.password()
     assert "dash-secret" not in repr(s.dashboards)
     assert {config.InputSettings(("/a/*.log",)): 1}[config.InputSettings(("/a/*.log",))] == 1
+
+
+def test_matching_client_certificate_and_key_load() -> None:
+    """A certificate with its own key passes (the mismatch fixtures prove the check bites)."""
+    cfg = BAD / "files"
+    s = config.load(overrides={"opensearch.client_cert": str(cfg / "client.pem"), "opensearch.client_key": str(cfg / "client.key"), "opensearch.ca_certs": str(cfg / "client.pem")}, env={})
+    assert (cfg / "client.pem", cfg / "client.key") == (s.opensearch.client_cert, s.opensearch.client_key)
