@@ -318,10 +318,10 @@ class _Invalid(Exception):
         self.hint = hint
 
 
-Path_ = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
 
 
-def _key(path: Path_) -> str:
+def _key(path: KeyPath) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -345,18 +345,18 @@ class _Ctx:
     problems: list[Problem]
     warnings: list[str]
     source: Path | None
-    lines: dict[Path_, int]
-    origins: dict[Path_, str]
+    lines: dict[KeyPath, int]
+    origins: dict[KeyPath, str]
     environ: Mapping[str, str]
     check_files: bool
 
-    def _origin(self, path: Path_) -> str | None:
+    def _origin(self, path: KeyPath) -> str | None:
         for n in range(len(path), 0, -1):
             if path[:n] in self.origins:
                 return self.origins[path[:n]]
         return None
 
-    def where(self, path: Path_) -> str:
+    def where(self, path: KeyPath) -> str:
         origin = self._origin(path)
         if origin is not None:
             return origin
@@ -367,32 +367,32 @@ class _Ctx:
                 return f"{self.source}:{self.lines[path[:n]]}"
         return str(self.source)
 
-    def base_dir(self, path: Path_) -> Path:
+    def base_dir(self, path: KeyPath) -> Path:
         if self._origin(path) is not None or self.source is None:
             return Path.cwd()
         return self.source.parent
 
-    def line(self, path: Path_) -> int:
+    def line(self, path: KeyPath) -> int:
         if self._origin(path) is not None:
             return 1 << 30  # environment and command line after the file
         return next((self.lines[path[:n]] for n in range(len(path), -1, -1) if path[:n] in self.lines), 0)
 
-    def problem(self, path: Path_, message: str, hint: str | None = None) -> None:
+    def problem(self, path: KeyPath, message: str, hint: str | None = None) -> None:
         self.problems.append(Problem(self.where(path), _key(path), message, hint, self.line(path)))
 
-    def warn(self, path: Path_, message: str) -> None:
+    def warn(self, path: KeyPath, message: str) -> None:
         self.warnings.append(f"{self.where(path)}: {_key(path)}: {message}" if path else f"{self.where(path)}: {message}")
 
 
 # --------------------------------------------------------------------------- value checks
 
-Check = Callable[[Any, Path_, _Ctx], Any]
+Check = Callable[[Any, KeyPath, _Ctx], Any]
 _REQUIRED = object()
 _FAILED = object()
 
 
 def _string(what: str = "a string") -> Check:
-    def check(value: Any, path: Path_, ctx: _Ctx) -> str:
+    def check(value: Any, path: KeyPath, ctx: _Ctx) -> str:
         if not isinstance(value, str) or not value.strip():
             raise _Invalid(f"expected {what}, got {_show(value)}")
         return value.strip()
@@ -400,14 +400,14 @@ def _string(what: str = "a string") -> Check:
     return check
 
 
-def _boolean(value: Any, path: Path_, ctx: _Ctx) -> bool:
+def _boolean(value: Any, path: KeyPath, ctx: _Ctx) -> bool:
     if not isinstance(value, bool):
         raise _Invalid(f"expected true or false, got {_show(value)}")
     return value
 
 
 def _integer(minimum: int) -> Check:
-    def check(value: Any, path: Path_, ctx: _Ctx) -> int:
+    def check(value: Any, path: KeyPath, ctx: _Ctx) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise _Invalid(f"expected a whole number, got {_show(value)}")
         if value < minimum:
@@ -420,7 +420,7 @@ def _integer(minimum: int) -> Check:
 def _number(minimum: float = 0.0, *, positive: bool = True, maximum: float | None = None) -> Check:
     """Seconds and such: int or float; ``positive`` excludes the minimum itself."""
 
-    def check(value: Any, path: Path_, ctx: _Ctx) -> float:
+    def check(value: Any, path: KeyPath, ctx: _Ctx) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _Invalid(f"expected a number, got {_show(value)}")
         if value < minimum or (positive and value == minimum):
@@ -433,7 +433,7 @@ def _number(minimum: float = 0.0, *, positive: bool = True, maximum: float | Non
 
 
 def _choice(*choices: str) -> Check:
-    def check(value: Any, path: Path_, ctx: _Ctx) -> str:
+    def check(value: Any, path: KeyPath, ctx: _Ctx) -> str:
         if isinstance(value, str) and value.strip().lower() in choices:
             return value.strip().lower()
         close = difflib.get_close_matches(str(value).lower(), choices, n=1)
@@ -456,7 +456,7 @@ def _formats() -> tuple[str, ...]:
     return tuple(registry) if isinstance(registry, Mapping) and registry else ("xeams",)
 
 
-def _format(value: Any, path: Path_, ctx: _Ctx) -> str:
+def _format(value: Any, path: KeyPath, ctx: _Ctx) -> str:
     return str(_choice(*_formats())(value, path, ctx))
 
 
@@ -464,7 +464,7 @@ def _masked_url(text: str) -> str:
     return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:" + MASK + "@", text)
 
 
-def _url(value: Any, path: Path_, ctx: _Ctx) -> str:
+def _url(value: Any, path: KeyPath, ctx: _Ctx) -> str:
     example = "https://host:9200" if path[0] == "opensearch" else "https://host:5601"
     if not isinstance(value, str):
         raise _Invalid(f"expected a URL like {example}, got {_show(value)}")
@@ -496,7 +496,7 @@ def _url(value: Any, path: Path_, ctx: _Ctx) -> str:
 def _list_of(item: Check, *, non_empty: bool, what: str) -> Check:
     """A list (a single string is taken as a list of one)."""
 
-    def check(value: Any, path: Path_, ctx: _Ctx) -> tuple[Any, ...]:
+    def check(value: Any, path: KeyPath, ctx: _Ctx) -> tuple[Any, ...]:
         if value is None and not non_empty:
             return ()
         if isinstance(value, str):
@@ -524,7 +524,7 @@ def _user() -> str:
         return str(os.getuid()) if hasattr(os, "getuid") else "this user"
 
 
-def _resolve(value: Any, path: Path_, ctx: _Ctx) -> Path:
+def _resolve(value: Any, path: KeyPath, ctx: _Ctx) -> Path:
     if not isinstance(value, str) or not value.strip():
         raise _Invalid(f"expected a file path, got {_show(value)}")
     p = Path(os.path.expanduser(value.strip()))
@@ -534,7 +534,7 @@ def _resolve(value: Any, path: Path_, ctx: _Ctx) -> Path:
 def _file(kind: str, *, secret: bool = False, pem: bool = False) -> Check:
     """A path to a file that must exist and be readable now (unless check_files is off)."""
 
-    def check(value: Any, path: Path_, ctx: _Ctx) -> Path:
+    def check(value: Any, path: KeyPath, ctx: _Ctx) -> Path:
         p = _resolve(value, path, ctx)
         if not ctx.check_files:
             return p
@@ -577,7 +577,7 @@ def _check_pem(p: Path, kind: str) -> None:
         raise _Invalid(f"{kind} {p} holds no PEM certificate", "it must contain -----BEGIN CERTIFICATE----- blocks") from None
 
 
-def _env_name(value: Any, path: Path_, ctx: _Ctx) -> str:
+def _env_name(value: Any, path: KeyPath, ctx: _Ctx) -> str:
     # Never quote the value: a password pasted here by mistake must not reach a terminal or log.
     if not isinstance(value, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value.strip()):
         raise _Invalid(
@@ -587,14 +587,14 @@ def _env_name(value: Any, path: Path_, ctx: _Ctx) -> str:
     return value.strip()
 
 
-def _no_password(value: Any, path: Path_, ctx: _Ctx) -> None:
+def _no_password(value: Any, path: KeyPath, ctx: _Ctx) -> None:
     raise _Invalid(
         "a password is never written into the configuration file (the value is not shown)",
         "put it into a file named by password_file (mode 600), or into an environment variable named by password_env",
     )
 
 
-def _index_prefix(value: Any, path: Path_, ctx: _Ctx) -> str:
+def _index_prefix(value: Any, path: KeyPath, ctx: _Ctx) -> str:
     text: str = _string("an index name prefix")(value, path, ctx)
     # OpenSearch index names: lower case, no \ / * ? " < > | , # : or space, not starting with - _ +
     if text != text.lower():
@@ -607,7 +607,7 @@ def _index_prefix(value: Any, path: Path_, ctx: _Ctx) -> str:
     return text
 
 
-def _replicas(value: Any, path: Path_, ctx: _Ctx) -> int | str:
+def _replicas(value: Any, path: KeyPath, ctx: _Ctx) -> int | str:
     if value == "auto":
         return "auto"
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -615,7 +615,7 @@ def _replicas(value: Any, path: Path_, ctx: _Ctx) -> int | str:
     raise _Invalid(f'expected "auto" or a whole number >= 0, got {_show(value)}')
 
 
-def _time_value(value: Any, path: Path_, ctx: _Ctx) -> str:
+def _time_value(value: Any, path: KeyPath, ctx: _Ctx) -> str:
     # OpenSearch time units (docs: "API conventions / time units"); -1 disables refresh.
     text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else None
     if text is None or not re.fullmatch(r"-1|\d+(\.\d+)?(nanos|micros|ms|s|m|h|d)", text):
@@ -623,7 +623,7 @@ def _time_value(value: Any, path: Path_, ctx: _Ctx) -> str:
     return text
 
 
-def _zone_name(value: Any, path: Path_, ctx: _Ctx) -> str:
+def _zone_name(value: Any, path: KeyPath, ctx: _Ctx) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Invalid(f"expected an IANA time zone name like America/New_York, got {_show(value)}")
     name = value.strip()
@@ -636,7 +636,7 @@ def _zone_name(value: Any, path: Path_, ctx: _Ctx) -> str:
     return name
 
 
-def _glob(value: Any, path: Path_, ctx: _Ctx) -> str:
+def _glob(value: Any, path: KeyPath, ctx: _Ctx) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _Invalid(f"expected a file path or glob, got {_show(value)}")
     text = os.path.expanduser(value.strip())
@@ -648,12 +648,12 @@ def _glob(value: Any, path: Path_, ctx: _Ctx) -> str:
     return text if os.path.isabs(text) else str(ctx.base_dir(path) / text)
 
 
-def _exclude(value: Any, path: Path_, ctx: _Ctx) -> str:
+def _exclude(value: Any, path: KeyPath, ctx: _Ctx) -> str:
     # Matched against the whole path or the file name: "*.gz" needs no directory part.
     return str(_string("a glob")(value, path, ctx))
 
 
-def _state_dir(value: Any, path: Path_, ctx: _Ctx) -> Path:
+def _state_dir(value: Any, path: KeyPath, ctx: _Ctx) -> Path:
     p = _resolve(value, path, ctx)
     if ctx.check_files and p.exists():
         if not p.is_dir():
@@ -676,10 +676,10 @@ class _Key:
 class _Section:
     cls: type
     keys: dict[str, _Key | _Section]
-    post: Callable[[dict[str, Any], Path_, _Ctx], None] | None = None
+    post: Callable[[dict[str, Any], KeyPath, _Ctx], None] | None = None
 
 
-def _opensearch_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
+def _opensearch_post(values: dict[str, Any], path: KeyPath, ctx: _Ctx) -> None:
     _password_post(values, path, ctx)
     if (values.get("client_cert") is None) != (values.get("client_key") is None):
         have, missing = ("client_cert", "client_key") if values.get("client_cert") is not None else ("client_key", "client_cert")
@@ -696,7 +696,7 @@ def _opensearch_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
         ctx.warn(path + ("username",), f"username is set but no password: set password_file, password_env or ${PASSWORD_ENV}")
 
 
-def _check_key_pair(cert: Path, key: Path, path: Path_, ctx: _Ctx) -> None:
+def _check_key_pair(cert: Path, key: Path, path: KeyPath, ctx: _Ctx) -> None:
     """The key must be an unencrypted PEM key that belongs to the certificate."""
     if b"ENCRYPTED" in key.read_bytes()[:4096]:
         ctx.problem(path, f"{key} is encrypted; a client key must be unencrypted",
@@ -717,7 +717,7 @@ def _plain_http_off_host(url: str) -> bool:
     return parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1")
 
 
-def _password_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
+def _password_post(values: dict[str, Any], path: KeyPath, ctx: _Ctx) -> None:
     if values.get("password_file") is not None and values.get("password_env") is not None:
         ctx.problem(path + ("password_env",), "password_file and password_env are both set", "keep one of them")
     name = values.get("password_env")
@@ -725,13 +725,13 @@ def _password_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
         ctx.warn(path + ("password_env",), f"the environment variable {name} is not set here (it must be for the service)")
 
 
-def _bulk_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
+def _bulk_post(values: dict[str, Any], path: KeyPath, ctx: _Ctx) -> None:
     low, high = values.get("initial_backoff"), values.get("max_backoff")
     if isinstance(low, float) and isinstance(high, float) and high < low:
         ctx.problem(path + ("max_backoff",), f"max_backoff ({high:g}) is smaller than initial_backoff ({low:g})")
 
 
-def _input_post(values: dict[str, Any], path: Path_, ctx: _Ctx) -> None:
+def _input_post(values: dict[str, Any], path: KeyPath, ctx: _Ctx) -> None:
     if not ctx.check_files or not values.get("paths"):
         return
     probe = InputSettings(paths=values["paths"], exclude=values.get("exclude") or ())
@@ -760,7 +760,7 @@ _INPUT = _Section(
 )
 
 
-def _inputs(value: Any, path: Path_, ctx: _Ctx) -> tuple[InputSettings, ...]:
+def _inputs(value: Any, path: KeyPath, ctx: _Ctx) -> tuple[InputSettings, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -869,7 +869,7 @@ def _all_keys(section: _Section, prefix: str = "") -> Iterator[str]:
         yield from (f"inputs[].{name}" for name in _INPUT.keys)
 
 
-def _unknown_key_hint(name: Any, section: _Section, path: Path_) -> str:
+def _unknown_key_hint(name: Any, section: _Section, path: KeyPath) -> str:
     text = str(name)
     close = difflib.get_close_matches(text, [k for k in section.keys if k != "password"], n=1)
     if close:
@@ -881,7 +881,7 @@ def _unknown_key_hint(name: Any, section: _Section, path: Path_) -> str:
     return f"known keys {where}: {', '.join(k for k in section.keys if k != 'password')}"
 
 
-def _run(check: Check, value: Any, path: Path_, ctx: _Ctx) -> Any:
+def _run(check: Check, value: Any, path: KeyPath, ctx: _Ctx) -> Any:
     try:
         return check(value, path, ctx)
     except _Invalid as exc:
@@ -889,7 +889,7 @@ def _run(check: Check, value: Any, path: Path_, ctx: _Ctx) -> Any:
         return _FAILED
 
 
-def _section(section: _Section, value: Any, path: Path_, ctx: _Ctx) -> Any:
+def _section(section: _Section, value: Any, path: KeyPath, ctx: _Ctx) -> Any:
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -942,7 +942,7 @@ class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader; the node tree also gives each key's line for the messages."""
 
 
-def _index_nodes(node: yaml.Node, path: Path_, lines: dict[Path_, int], dups: list[tuple[Path_, int, int]]) -> None:
+def _index_nodes(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], dups: list[tuple[KeyPath, int, int]]) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for key_node, value_node in node.value:
@@ -961,7 +961,7 @@ def _index_nodes(node: yaml.Node, path: Path_, lines: dict[Path_, int], dups: li
             _index_nodes(item, path + (index,), lines, dups)
 
 
-def _parse(source: Path, problems: list[Problem]) -> tuple[Any, dict[Path_, int]]:
+def _parse(source: Path, problems: list[Problem]) -> tuple[Any, dict[KeyPath, int]]:
     """Read and parse the file; on failure append problems and return (None, {})."""
     try:
         raw = source.read_bytes()
@@ -985,8 +985,8 @@ def _parse(source: Path, problems: list[Problem]) -> tuple[Any, dict[Path_, int]
         if node is None:
             problems.append(Problem(str(source), "", "the file is empty", "write at least one section, e.g. opensearch: or inputs: (see deploy/smtp-shipper.example.yml)"))
             return None, {}
-        lines: dict[Path_, int] = {}
-        dups: list[tuple[Path_, int, int]] = []
+        lines: dict[KeyPath, int] = {}
+        dups: list[tuple[KeyPath, int, int]] = []
         _index_nodes(node, (), lines, dups)
         for path, first, second in dups:
             problems.append(Problem(f"{source}:{second}", _key(path), f"given twice (lines {first} and {second})", "keep one"))
@@ -1024,7 +1024,7 @@ def config_path(path: str | Path | None = None, env: Mapping[str, str] | None = 
         return DEFAULT_CONFIG_PATH
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, label: str, origins: dict[Path_, str]) -> None:
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, label: str, origins: dict[KeyPath, str]) -> None:
     parts = dotted.split(".")
     node = raw
     for part in parts[:-1]:
@@ -1037,7 +1037,7 @@ def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, label: str, origin
     origins[tuple(parts)] = label
 
 
-def _env_layer(raw: dict[str, Any], env: Mapping[str, str], origins: dict[Path_, str]) -> None:
+def _env_layer(raw: dict[str, Any], env: Mapping[str, str], origins: dict[KeyPath, str]) -> None:
     for name, dotted in ENV_OVERRIDES:
         text = env.get(name, "").strip()
         if not text:  # unset and empty are the same (systemd's `Environment=X=`)
@@ -1073,14 +1073,14 @@ def load(
     source = config_path(path, env)
     problems: list[Problem] = []
     raw: Any = {}
-    lines: dict[Path_, int] = {}
+    lines: dict[KeyPath, int] = {}
     if source is not None:
         raw, lines = _parse(source, problems)
         if problems:
             raise ConfigProblems(problems)
     if not isinstance(raw, dict):
         raise ConfigProblems([Problem(str(source), "", f"the top level must be a mapping (key: value lines), got {_show(raw)}")])
-    origins: dict[Path_, str] = {}
+    origins: dict[KeyPath, str] = {}
     _env_layer(raw, env, origins)
     for dotted, value in (overrides or {}).items():
         if value is not None:
