@@ -1,0 +1,76 @@
+"""`smtp-shipper status`: what the daemon is doing, from ``<state_dir>/status.json``.
+
+The daemon rewrites that file every few seconds; this command only reads it, so it works
+for any user who can read the state directory, without talking to the daemon or OpenSearch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from typing import Any
+
+from shipper import config
+from shipper.errors import ExitStatus, ShipperError
+
+
+class StatusUnavailable(ShipperError):
+    exit_status = ExitStatus.INPUT
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_config_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print status.json as it is")
+
+
+def _age(iso: str | None) -> str:
+    if not iso:
+        return "never"
+    t = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    secs = (dt.datetime.now(dt.timezone.utc) - t).total_seconds()
+    return f"{secs:.0f}s ago" if secs < 120 else f"{secs / 60:.0f}m ago"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """A human summary: one line per file, then the counters."""
+    from shipper.daemon import status_line
+
+    out = [f"smtp-shipper pid {status['pid']}, status updated {_age(status['updated'])}: {status_line(status)}"]
+    out.append(f"buffered {status['buffered_bytes']} bytes (max seen {status['max_buffered_bytes_seen']}, "
+               f"limit {status['max_buffered_bytes']}), {status['in_flight_documents']} documents in flight")
+    if status.get("last_error"):
+        out.append(f"last error ({_age(status.get('last_error_time'))}): {status['last_error']}")
+    out.append("")
+    out.append(f"{'FILE':<50} {'POSITION':>12} {'SIZE':>12} {'LAG':>10} {'OPEN':>5} {'DEFECTS':>7}  LAST SHIPPED")
+    for f in status["files"]:
+        path = f["path"] if f["state"] == "following" else f"{f['path']} ({f['state']})"
+        out.append(f"{path:<50} {f['position']:>12} {f['size']:>12} {f['lag_bytes']:>10} "
+                   f"{f['sessions_open']:>5} {f['defects']:>7}  {_age(f['last_shipped'])}")
+    out.append("")
+    counters = status.get("counters", {})
+    out.append("counters: " + (", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "none yet"))
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from shipper.daemon import STATUS_FILE
+
+    settings = config.settings_from_args(args)
+    path = os.path.join(settings.state_dir, STATUS_FILE)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            status = json.load(fh)
+    except FileNotFoundError:
+        raise StatusUnavailable(f"{path} does not exist",
+                                hint="is `smtp-shipper run` running with this configuration (state_dir)?") from None
+    except (OSError, ValueError) as exc:
+        raise StatusUnavailable(f"cannot read {path}: {exc}") from None
+    if args.json:
+        json.dump(status, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_status(status))
+    return int(ExitStatus.OK)

@@ -1,0 +1,711 @@
+"""The daemon: follow → parse → assemble → documents → bulk → checkpoint, in one place.
+
+Threads: the main thread polls the files, parses, assembles sessions, builds documents and
+writes checkpoints and status; one sender thread ships (``BulkShipper.ship`` blocks until every
+document is acknowledged or dead-lettered, retrying forever) and hands acknowledged work back.
+
+The delivery guarantee rests on one rule (PRODUCT.md, "Delivery guarantee"): the checkpoint of
+a file is never past the first line of a session that is not yet acknowledged by OpenSearch:
+
+    safe(file) = min(read position,
+                     first offset in file of every session still open,
+                     first offset in file of every session finished but not yet acknowledged)
+
+and lines between ``safe`` and the read position that belong to sessions already acknowledged
+are skipped when replayed after a restart (see ``shipper.checkpoint``), so that a restart never
+creates a truncated twin of a session that was shipped whole.
+
+Back-pressure: reading pauses while the bytes of lines read but not yet acknowledged exceed
+``pipeline.max_buffered_bytes``. Shutdown (SIGTERM, SIGINT) is one path: stop reading, ship
+what is finished, wait for acknowledgements (bounded), write checkpoints, exit 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from shipper import follow
+from shipper.checkpoint import Checkpoint, CheckpointStore, write_atomic
+from shipper.errors import ShipperError
+from shipper.systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.25  # seconds between looks at the file system
+READ_BUDGET = 4 * 1024 * 1024  # bytes read per input per loop turn
+STATUS_FILE_INTERVAL = 2.0  # seconds between writes of status.json
+CHECKPOINT_INTERVAL = 0.5  # seconds between checkpoint writes (when changed)
+STOP_TIMEOUT = 20.0  # seconds to wait for acknowledgements at shutdown (TimeoutStopSec=30)
+STATUS_FILE = "status.json"
+DEAD_LETTER_FILE = "dead-letter.ndjson"
+
+
+@dataclasses.dataclass
+class Work:
+    """Documents of finished sessions, on their way to OpenSearch."""
+
+    docs: list[dict[str, Any]]
+    # (tracked file, first offset in it, session id) for every file holding a line of a session
+    positions: list[tuple[follow.TrackedFile, int, str]]
+    nbytes: int
+    created: float
+    acked: float = 0.0
+    verdicts: Counter[str] = dataclasses.field(default_factory=Counter)
+    dead_lettered: int = 0
+
+
+@dataclasses.dataclass
+class OpenSession:
+    files: dict[follow.TrackedFile, int]
+    nbytes: int = 0
+
+
+class InputState:
+    """One configured input: its follower and its own SessionAssembler (sessions spanning a
+    rotation are joined because all files of an input feed the same assembler)."""
+
+    def __init__(self, spec: Any, settings: Any, store: CheckpointStore) -> None:
+        from shipper import conversation, formats
+
+        self.spec = spec
+        self.format = formats.get(spec.format)
+        self.assembler = conversation.SessionAssembler(**_assembler_args(spec, self.format))
+        self.follower = follow.Follower(
+            spec.paths, spec.exclude, start_at=spec.start_at, checkpoint_lookup=self._lookup)
+        self.store = store
+        self.replay: dict[follow.TrackedFile, tuple[int, frozenset[str]]] = {}
+        self.open: dict[str, OpenSession] = {}  # session id → where its lines are
+        self.defects: Counter[follow.TrackedFile] = Counter()
+        self.last_shipped: dict[follow.TrackedFile, float] = {}
+
+    def _lookup(self, f: follow.TrackedFile) -> int | None:
+        cp = self.store.lookup(f.dev, f.ino, f.matches)
+        if cp is None:
+            return None
+        if cp.replay_until > cp.offset:
+            self.replay[f] = (cp.replay_until, frozenset(cp.replay_sessions))
+        return cp.offset
+
+    def describe(self) -> str:
+        return ", ".join(self.spec.paths)
+
+
+def _assembler_args(spec: Any, fmt: Any) -> dict[str, Any]:
+    """SessionAssembler keyword arguments from an input's settings."""
+    import inspect
+
+    from shipper import conversation
+    from shipper.model import Direction
+
+    params = inspect.signature(conversation.SessionAssembler).parameters
+    args: dict[str, Any] = {}
+    if "direction" in params:
+        args["direction"] = None if spec.direction == "auto" else Direction(spec.direction)
+    if "tz" in params:
+        from zoneinfo import ZoneInfo
+
+        args["tz"] = ZoneInfo(spec.timezone) if spec.timezone else None
+    if "fmt" in params:
+        args["fmt"] = fmt
+    return args
+
+
+class Sender(threading.Thread):
+    """Ships Work items in order; puts them on ``done`` once acknowledged or dead-lettered."""
+
+    def __init__(self, shipper: Any, done: queue.Queue[Work], abort: threading.Event) -> None:
+        super().__init__(name="sender", daemon=True)
+        self.shipper = shipper
+        self.todo: queue.Queue[Work | None] = queue.Queue()
+        self.done = done
+        self.abort = abort
+        self.last_error: str | None = None
+        self.last_error_time: float | None = None
+        self.busy = False
+
+    def run(self) -> None:
+        from shipper.opensearch import ShippingStopped
+
+        while True:
+            item = self.todo.get()
+            if item is None:
+                return
+            batch = [item]
+            ndocs = len(item.docs)
+            stop_after = False
+            # Take whatever else is waiting: one ship() call, as few bulk requests as possible.
+            while ndocs < 20000:
+                try:
+                    nxt = self.todo.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop_after = True
+                    break
+                batch.append(nxt)
+                ndocs += len(nxt.docs)
+            self.busy = True
+            try:
+                self._ship(batch)
+            except ShippingStopped:
+                return
+            finally:
+                self.busy = False
+            if stop_after:
+                return
+
+    def _ship(self, batch: list[Work]) -> None:
+        from shipper.opensearch import ShippingStopped
+
+        docs = [d for w in batch for d in w.docs]
+        attempt = 0
+        while True:
+            try:
+                result = self.shipper.ship(docs) if docs else None
+                break
+            except ShippingStopped:
+                raise
+            except (ShipperError, OSError) as exc:  # refused whole request, TLS, auth: keep trying
+                self.last_error = str(exc).splitlines()[0]
+                self.last_error_time = time.time()
+                delay = min(60.0, 1.0 * 2 ** min(attempt, 6))
+                log.error("shipping %d documents failed: %s; retrying in %.0fs", len(docs),
+                          self.last_error, delay)
+                attempt += 1
+                if self.abort.wait(delay):
+                    raise ShippingStopped("stopped") from None
+        dead = set(result.dead_letter_ids) if result else set()
+        now = time.monotonic()
+        for w in batch:
+            w.acked = now
+            for d in w.docs:
+                if dead and _doc_id(d) in dead:
+                    w.dead_lettered += 1
+                else:
+                    w.verdicts[str(d.get("smtp", {}).get("verdict", "unknown"))] += 1
+            self.done.put(w)
+
+
+def _doc_id(doc: dict[str, Any]) -> str:
+    from shipper import documents
+
+    return str(documents.document_id(doc))
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        config_path: str | None = None,
+        reload: Callable[[], Any] | None = None,
+        once: bool = False,
+        flush_open: bool = False,
+        notifier: Notifier | None = None,
+        client: Any = None,
+        stop_timeout: float = STOP_TIMEOUT,
+    ) -> None:
+        self.settings = settings
+        self._reload_settings = reload
+        self.once = once
+        self.flush_open = flush_open
+        self.notifier = notifier or Notifier()
+        self.client = client
+        self.stop_timeout = stop_timeout
+        self.state_dir = Path(settings.state_dir)
+        self.store = CheckpointStore(self.state_dir)
+        self.inputs: list[InputState] = []
+        self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        self.abort = threading.Event()
+        self.done: queue.Queue[Work] = queue.Queue()
+        self.inflight: deque[Work] = deque()
+        self.inflight_bytes = 0
+        self.open_bytes = 0
+        self.max_buffered_seen = 0
+        self.counters: Counter[str] = Counter()  # documents per verdict, plus others
+        self.shipped_times: deque[tuple[float, int]] = deque()  # (monotonic, docs) last minute
+        self.last_lag = 0.0
+        self.started = time.time()
+        self._last_checkpoint = 0.0
+        self._last_status_file = 0.0
+        self._last_status_log = time.monotonic()
+        self._paused_logged = False
+        self.sender: Sender | None = None
+        self._classifier: Any = None
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        from shipper import opensearch
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.store.load()
+        self._classifier = _classifier(self.settings)
+        self.inputs = [InputState(spec, self.settings, self.store) for spec in self.settings.inputs]
+        if not self.inputs:
+            log.warning("no inputs configured: nothing to follow (see 'inputs:' in the configuration)")
+        if self.client is None:
+            self.client = opensearch.make_client(self.settings.opensearch)
+        shipper = opensearch.BulkShipper(
+            self.client, self.settings, self.state_dir / DEAD_LETTER_FILE, max_retries=None, stop=self.abort)
+        self.sender = Sender(shipper, self.done, self.abort)
+        self.sender.start()
+        for inp in self.inputs:
+            inp.follower.poll()
+        try:
+            self.client.info()
+        except Exception as exc:  # noqa: BLE001 — any failure: say so, keep going, retry later
+            log.warning("OpenSearch at %s is not reachable yet (%s); documents wait until it is",
+                        opensearch.display_hosts(self.settings.opensearch), type(exc).__name__)
+
+    def install_signal_handlers(self) -> None:
+        def stop(signum: int, frame: Any) -> None:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            self.stop_requested.set()
+
+        def hup(signum: int, frame: Any) -> None:
+            self.reload_requested.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> int:
+        self._setup()
+        nfiles = sum(len(i.follower.files) for i in self.inputs)
+        log.info("started: %d inputs, %d files, state in %s", len(self.inputs), nfiles, self.state_dir)
+        self.notifier.ready(f"following {nfiles} files")
+        idle_check = 0.0
+        try:
+            while not self.stop_requested.is_set():
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    self._reload()
+                self._collect_acks()
+                got = self._read_all()
+                now = time.monotonic()
+                if now - idle_check >= 1.0:
+                    idle_check = now
+                    self._flush_idle()
+                self._release_files()
+                self._housekeeping()
+                if self.once and got == 0 and self._at_eof():
+                    if self.flush_open:
+                        self._flush_all()
+                    break
+                if got == 0 or self._paused():
+                    self._wait_for_acks(POLL_INTERVAL)
+        finally:
+            self._shutdown()
+        return 0
+
+    def _read_all(self) -> int:
+        """Poll and read every input; returns the bytes read."""
+        total = 0
+        for inp in self.inputs:
+            if self._paused():
+                break
+            inp.follower.poll()
+            room = self.settings.pipeline.max_buffered_bytes - self.inflight_bytes - self.open_bytes
+            lines = inp.follower.read(min(READ_BUDGET, room))
+            if lines:
+                total += self._process(inp, lines)
+        return total
+
+    def _paused(self) -> bool:
+        buffered = self.inflight_bytes + self.open_bytes
+        self.max_buffered_seen = max(self.max_buffered_seen, buffered)
+        paused = buffered >= self.settings.pipeline.max_buffered_bytes
+        if paused and not self._paused_logged:
+            log.warning("reading paused: %d bytes wait for OpenSearch (pipeline.max_buffered_bytes=%d)",
+                        buffered, self.settings.pipeline.max_buffered_bytes)
+        elif not paused and self._paused_logged:
+            log.info("reading resumed")
+        self._paused_logged = paused
+        return paused
+
+    def _process(self, inp: InputState, lines: list[follow.Line]) -> int:
+        from shipper.model import Defect
+
+        parse = inp.format.parse_line
+        feed = inp.assembler.feed
+        finished: list[Any] = []
+        nbytes = 0
+        for line in lines:
+            nbytes += len(line.raw)
+            raw = line.raw[:-1] if line.raw.endswith(b"\n") else line.raw
+            ev = parse(raw, line.offset, line.file.label)
+            replay = inp.replay.get(line.file)
+            if replay is not None:
+                if line.offset >= replay[0]:
+                    del inp.replay[line.file]
+                elif isinstance(ev, Defect) or ev.session_id not in replay[1]:
+                    continue  # already shipped before the restart
+            if isinstance(ev, Defect):
+                inp.defects[line.file] += 1
+                self.counters["defects"] += 1
+                log.debug("defect: %s", ev)
+                continue
+            if ev.defect:
+                inp.defects[line.file] += 1
+                self.counters["defects"] += 1
+            done = feed(ev)
+            for s in done:
+                finished.append(self._finish(inp, s))
+            self._track(inp, ev, line, done)
+        self._emit(inp, finished)
+        return nbytes
+
+    def _track(self, inp: InputState, ev: Any, line: follow.Line, done: list[Any]) -> None:
+        from shipper.model import EventKind
+
+        sid = ev.session_id
+        if ev.kind is not EventKind.CONNECT and any(s.session_id == sid for s in done):
+            return  # this line ended its session (e.g. the termination line)
+        o = inp.open.get(sid)
+        if o is None:
+            o = inp.open[sid] = OpenSession({})
+        o.files.setdefault(line.file, line.offset)
+        o.nbytes += len(line.raw)
+        self.open_bytes += len(line.raw)
+
+    def _finish(self, inp: InputState, session: Any) -> tuple[Any, list[tuple[follow.TrackedFile, int, str]], int]:
+        """A session left the assembler: move its bookkeeping from open to in flight."""
+        o = inp.open.pop(session.session_id, None)
+        positions: list[tuple[follow.TrackedFile, int, str]] = []
+        nbytes = 0
+        if o is not None:
+            positions = [(f, off, session.session_id) for f, off in o.files.items()]
+            nbytes = o.nbytes
+            self.open_bytes -= o.nbytes
+        # Also what the session itself says (by label), for files we track under that label.
+        for f in inp.follower.files:
+            off = session.files.get(f.label)
+            if off is not None and not any(p[0] is f for p in positions) and len(
+                    [g for g in inp.follower.files if g.label == f.label]) == 1:
+                positions.append((f, off, session.session_id))
+        return session, positions, nbytes
+
+    def _emit(self, inp: InputState, finished: list[tuple[Any, list[Any], int]]) -> None:
+        if not finished:
+            return
+        from shipper import documents
+
+        docs: list[dict[str, Any]] = []
+        positions: list[tuple[follow.TrackedFile, int, str]] = []
+        nbytes = 0
+        for session, pos, n in finished:
+            docs.extend(documents.build_documents(
+                session, host_name=self.settings.host_name, dataset=inp.format.dataset,
+                classifier=self._classifier))
+            positions.extend(pos)
+            nbytes += n
+        self.counters["sessions"] += len(finished)
+        w = Work(docs, positions, nbytes, time.monotonic())
+        self.inflight.append(w)
+        self.inflight_bytes += nbytes
+        assert self.sender is not None
+        self.sender.todo.put(w)
+
+    def _flush_idle(self) -> None:
+        idle = float(self.settings.idle_timeout)
+        for inp in self.inputs:
+            done = _flush_idle(inp.assembler, idle)
+            if done:
+                log.debug("%d idle sessions emitted as incomplete", len(done))
+                self._emit(inp, [self._finish(inp, s) for s in done])
+
+    def _flush_all(self) -> None:
+        for inp in self.inputs:
+            done = inp.assembler.flush_all()
+            if done:
+                self._emit(inp, [self._finish(inp, s) for s in done])
+
+    def _at_eof(self) -> bool:
+        return all(f.offset + len(f.pending) >= f.size for i in self.inputs for f in i.follower.files)
+
+    def _wait_for_acks(self, timeout: float) -> None:
+        try:
+            w = self.done.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._acked(w)
+
+    def _collect_acks(self) -> None:
+        while True:
+            try:
+                w = self.done.get_nowait()
+            except queue.Empty:
+                return
+            self._acked(w)
+
+    def _acked(self, w: Work) -> None:
+        # Work is acknowledged in order (one sender, FIFO), so it is the oldest in flight.
+        try:
+            self.inflight.remove(w)
+        except ValueError:
+            pass
+        self.inflight_bytes -= w.nbytes
+        self.counters.update({f"documents_{k}": v for k, v in w.verdicts.items()})
+        self.counters["documents"] += sum(w.verdicts.values())
+        self.counters["dead_lettered"] += w.dead_lettered
+        self.shipped_times.append((w.acked, len(w.docs)))
+        self.last_lag = w.acked - w.created
+        now = time.time()
+        for inp in self.inputs:
+            for f, _, _ in w.positions:
+                if f in inp.follower.files or f in inp.last_shipped:
+                    inp.last_shipped[f] = now
+
+    # -- checkpoints, release, status --------------------------------------------------------
+    def _safe_positions(self) -> dict[follow.TrackedFile, tuple[int, set[str]]]:
+        safe: dict[follow.TrackedFile, tuple[int, set[str]]] = {}
+        for inp in self.inputs:
+            shared = Counter(f.label for f in inp.follower.files)
+            open_pos = _open_positions(inp.assembler)
+            for f in inp.follower.files:
+                pos = f.offset
+                if shared[f.label] == 1 and f.label in open_pos:
+                    pos = min(pos, open_pos[f.label])
+                safe[f] = (pos, set())
+            for sid, o in inp.open.items():
+                for f, off in o.files.items():
+                    if f in safe:
+                        p, keep = safe[f]
+                        keep.add(sid)
+                        safe[f] = (min(p, off), keep)
+        for w in self.inflight:
+            for f, off, sid in w.positions:
+                if f in safe:
+                    p, keep = safe[f]
+                    keep.add(sid)
+                    safe[f] = (min(p, off), keep)
+        return safe
+
+    def _checkpoints(self) -> dict[str, Checkpoint]:
+        out: dict[str, Checkpoint] = {}
+        now = time.time()
+        for f, (pos, keep) in self._safe_positions().items():
+            replay_until = f.offset if pos < f.offset else 0
+            cp = Checkpoint(path=f.path or f.label, dev=f.dev, ino=f.ino, fingerprint=f.fingerprint,
+                            fp_len=f.fp_len, offset=pos, replay_until=replay_until,
+                            replay_sessions=tuple(sorted(keep)) if replay_until else (), updated=now)
+            out[cp.key] = cp
+        return out
+
+    def write_checkpoints(self) -> None:
+        try:
+            self.store.save(self._checkpoints())
+        except OSError as exc:
+            log.error("cannot write checkpoints to %s: %s", self.store.path, exc)
+
+    def _release_files(self) -> None:
+        grace = float(self.settings.pipeline.deleted_file_grace)
+        safe = None
+        for inp in self.inputs:
+            if not any(f.finished for f in inp.follower.files):
+                continue
+            if safe is None:
+                safe = self._safe_positions()
+
+            def releasable(f: follow.TrackedFile, safe: Any = safe, inp: InputState = inp) -> bool:
+                pos = safe.get(f, (f.offset, set()))[0]
+                if pos >= f.offset:
+                    return True
+                waited = time.monotonic() - (f.gone_since or time.monotonic())
+                if waited >= grace:
+                    log.warning("%s: released %.0fs after it was deleted/rotated although %d bytes "
+                                "of it are not acknowledged yet (pipeline.deleted_file_grace); "
+                                "a crash now would lose them", f.label, waited, f.offset - pos)
+                    return True
+                return False
+
+            for f in inp.follower.release(releasable):
+                log.info("%s (%s): finished and released", f.label, f.key.as_str())
+                inp.defects.pop(f, None)
+
+    def _housekeeping(self, force: bool = False) -> None:
+        now = time.monotonic()
+        self.notifier.watchdog(now)
+        if force or now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
+            self._last_checkpoint = now
+            self.write_checkpoints()
+        if force or now - self._last_status_file >= STATUS_FILE_INTERVAL:
+            self._last_status_file = now
+            status = self.status()
+            try:
+                write_atomic(str(self.state_dir / STATUS_FILE), json.dumps(status, indent=1).encode(), 0o644)
+            except OSError as exc:
+                log.error("cannot write %s: %s", self.state_dir / STATUS_FILE, exc)
+            self.notifier.status(status_line(status))
+        if now - self._last_status_log >= float(self.settings.pipeline.status_interval):
+            self._last_status_log = now
+            log.info("%s; counters: %s", status_line(self.status()),
+                     ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "none")
+
+    def status(self) -> dict[str, Any]:
+        now_m = time.monotonic()
+        while self.shipped_times and now_m - self.shipped_times[0][0] > 60:
+            self.shipped_times.popleft()
+        safe = self._safe_positions()
+        files = []
+        for inp in self.inputs:
+            open_count: Counter[follow.TrackedFile] = Counter()
+            for o in inp.open.values():
+                open_count.update(o.files.keys())
+            for f in inp.follower.files:
+                last = inp.last_shipped.get(f)
+                files.append({
+                    "path": f.path or f.label,
+                    "label": f.label,
+                    "identity": f.key.as_str(),
+                    "position": safe.get(f, (f.offset, set()))[0],
+                    "read_offset": f.offset,
+                    "size": f.size,
+                    "lag_bytes": max(0, f.size - safe.get(f, (f.offset, set()))[0]),
+                    "unread_bytes": max(0, f.size - f.offset),
+                    "last_shipped": _iso(last) if last else None,
+                    "sessions_open": open_count[f],
+                    "defects": inp.defects[f],
+                    "state": "deleted" if f.deleted else ("rotated" if f.path is None else "following"),
+                })
+        sender = self.sender
+        return {
+            "pid": os.getpid(),
+            "updated": _iso(time.time()),
+            "started": _iso(self.started),
+            "files": files,
+            "counters": dict(self.counters),
+            "docs_per_min": sum(n for _, n in self.shipped_times),
+            "lag_seconds": round(self.last_lag, 3),
+            "buffered_bytes": self.inflight_bytes + self.open_bytes,
+            "max_buffered_bytes_seen": self.max_buffered_seen,
+            "max_buffered_bytes": self.settings.pipeline.max_buffered_bytes,
+            "paused": self._paused_logged,
+            "in_flight_documents": sum(len(w.docs) for w in self.inflight),
+            "last_error": sender.last_error if sender else None,
+            "last_error_time": _iso(sender.last_error_time) if sender and sender.last_error_time else None,
+        }
+
+    # -- reload and shutdown -----------------------------------------------------------------
+    def _reload(self) -> None:
+        self.notifier.reloading()
+        try:
+            new = self._reload_settings() if self._reload_settings else None
+        except ShipperError as exc:
+            log.error("configuration reload failed; keeping the running configuration:\n%s", exc)
+            self.notifier.notify(READY=1, STATUS=f"reload failed: {str(exc).splitlines()[0]}")
+            return
+        if new is None:
+            self.notifier.notify(READY=1)
+            return
+        old_specs = {i.spec: i for i in self.inputs}
+        kept = [old_specs[s] for s in new.inputs if s in old_specs]
+        added = [InputState(s, new, self.store) for s in new.inputs if s not in old_specs]
+        removed = [i for s, i in old_specs.items() if s not in new.inputs]
+        for inp in removed:
+            log.info("input %s removed; its files are no longer followed", inp.describe())
+            for o in inp.open.values():
+                self.open_bytes -= o.nbytes
+            inp.follower.close()
+        for inp in added:
+            log.info("input %s added", inp.describe())
+            inp.follower.poll()
+        if new.opensearch != self.settings.opensearch or new.state_dir != self.settings.state_dir:
+            log.warning("changes to opensearch.* and state_dir take effect after a restart")
+        self.settings = dataclasses.replace(new, opensearch=self.settings.opensearch,
+                                            state_dir=self.settings.state_dir)
+        self.inputs = kept + added
+        log.info("configuration reloaded: %d inputs", len(self.inputs))
+        self.notifier.notify(READY=1, STATUS=f"reloaded: {len(self.inputs)} inputs")
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping("stopping: shipping what is finished")
+        sender = self.sender
+        if sender is not None:
+            sender.todo.put(None)
+            # --once waits for OpenSearch as long as it takes, unless told to stop; a signal
+            # bounds the wait by the stop timeout (systemd's TimeoutStopSec must not hit us).
+            deadline = None if self.once and not self.stop_requested.is_set() else time.monotonic() + self.stop_timeout
+            while self.inflight:
+                if deadline is None and self.stop_requested.is_set():
+                    deadline = time.monotonic() + self.stop_timeout
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                self._wait_for_acks(0.2)
+                self.notifier.watchdog()
+            if self.inflight:
+                log.warning("stopping with %d documents not acknowledged; they stay behind the "
+                            "checkpoint and are read again at the next start",
+                            sum(len(w.docs) for w in self.inflight))
+            self.abort.set()
+            sender.join(timeout=5)
+            self._collect_acks()
+        self._housekeeping(force=True)
+        for inp in self.inputs:
+            inp.follower.close()
+        log.info("stopped: %s", ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "nothing shipped")
+        self.notifier.close()
+
+
+def _flush_idle(assembler: Any, idle: float) -> list[Any]:
+    """``flush_idle`` of the assembler with a wall clock (the assembler's idea of "now")."""
+    import inspect
+
+    params = list(inspect.signature(assembler.flush_idle).parameters)
+    if params and params[0] == "now":
+        return list(assembler.flush_idle(time.monotonic(), idle))
+    return list(assembler.flush_idle(idle))
+
+
+def _open_positions(assembler: Any) -> dict[str, int]:
+    try:
+        return dict(assembler.open_positions())
+    except AttributeError:
+        return {}
+
+
+def _classifier(settings: Any) -> Any:
+    try:
+        from shipper.reasons import Classifier
+    except ImportError:
+        return None
+    files = tuple(getattr(settings.reasons, "rules_files", ()) or ())
+    return Classifier.from_files(files)
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _human(n: float) -> str:
+    for unit in ("", "k", "M", "G"):
+        if abs(n) < 1000:
+            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}T"
+
+
+def status_line(status: dict[str, Any]) -> str:
+    """The one-line summary for systemd's STATUS= and the periodic log line."""
+    parts = [f"shipping {len(status['files'])} files",
+             f"{_human(status['docs_per_min'])} docs/min",
+             f"lag {status['lag_seconds']:.1f} s"]
+    if status.get("paused"):
+        parts.append("reading paused (output behind)")
+    if status.get("last_error"):
+        parts.append(f"last error {status['last_error'][:120]}")
+    return ", ".join(parts)
