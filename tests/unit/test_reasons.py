@@ -171,9 +171,20 @@ def test_stage_may_be_an_enum():
 
 
 def test_repeated_line_codes_do_not_split_phrases():
-    """Multi-line replies repeat '550-5.1.1' on each line; phrases still match across them."""
-    text = "5.7.1 Our system has detected that this message 550-5.7.1 is likely unsolicited mail"
-    assert "spam-content" == classify("550", "5.7.1", text)
+    """Multi-line replies repeat '450-4.2.1' on each line; phrases still match across them."""
+    text = (
+        "4.2.1 The user you are trying to contact is receiving mail 450-4.2.1 at a rate that"
+        " 450-4.2.1 prevents additional messages from being delivered."
+    )
+    assert "rate-limited" == classify("450", "4.2.1", text)
+
+
+def test_short_tokens_do_not_match_inside_ids():
+    """'spf' or 'ptr' inside a queue id is no SPF or PTR complaint."""
+    assert "policy" == classify(
+        "550", "5.7.1", "5.7.1 Message refused, ref q7spf.3 zptr-9"
+    )
+    assert "sender-authentication" == classify("550", "5.7.1", "5.7.1 SPF check failed")
 
 
 # --- unmatched replies --------------------------------------------------------------
@@ -417,11 +428,17 @@ def test_classification_is_cheap():
 
 def test_docs_example_rule_file_works(tmp_path):
     """The user rule file shown in docs/reasons.md loads and does what the doc says."""
-    doc = (Path(__file__).parents[2] / "docs" / "reasons.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).parents[2] / "docs" / "reasons.md").read_text(
+        encoding="utf-8"
+    )
     blocks = re.findall(r"```yaml\n(.*?)```", doc, re.DOTALL)
-    example = next(block for block in blocks if block.startswith("# /etc/smtp-shipper/"))
+    example = next(
+        block for block in blocks if block.startswith("# /etc/smtp-shipper/")
+    )
     classifier = Classifier.from_files([_write(tmp_path, example)])
     assert "other" == classify("550", None, "Message quarantined")
     assert "spam-content" == classifier.classify("550", None, "Message quarantined")
-    assert "mailbox-disabled" == classifier.classify("550", "5.1.1", "5.1.1 account is suspended")
+    assert "mailbox-disabled" == classifier.classify(
+        "550", "5.1.1", "5.1.1 account is suspended"
+    )
     assert "unknown-recipient" == classify("550", "5.1.1", "5.1.1 account is suspended")
