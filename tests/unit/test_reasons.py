@@ -103,6 +103,44 @@ def test_builtin_rules_are_documented():
 # --- precedence ---------------------------------------------------------------------
 
 
+IANA_CODES = [
+    # (code, enhanced, expected) with a text no rule knows: the code alone decides.
+    ("550", "5.1.1", "unknown-recipient"),
+    ("550", "5.1.2", "dns-or-routing"),
+    ("553", "5.1.3", "unknown-recipient"),
+    ("550", "5.1.6", "unknown-recipient"),
+    ("553", "5.1.7", "protocol-error"),
+    ("450", "4.1.8", "sender-authentication"),
+    ("550", "5.1.10", "dns-or-routing"),
+    ("550", "5.2.1", "mailbox-disabled"),
+    ("552", "5.2.2", "mailbox-full"),
+    ("552", "5.2.3", "message-too-large"),
+    ("452", "4.3.1", "server-error"),
+    ("554", "5.3.4", "message-too-large"),
+    ("451", "4.4.1", "dns-or-routing"),
+    ("421", "4.4.2", "connection"),
+    ("554", "5.4.6", "dns-or-routing"),
+    ("501", "5.5.2", "protocol-error"),
+    ("452", "4.5.3", "rate-limited"),
+    ("554", "5.6.1", "protocol-error"),
+    ("554", "5.6.211", "protocol-error"),
+    ("550", "5.7.1", "policy"),
+    ("535", "5.7.8", "authentication-required"),
+    ("530", "5.7.11", "tls-required"),
+    ("525", "5.7.13", "mailbox-disabled"),
+    ("550", "5.7.17", "unknown-recipient"),
+    ("550", "5.7.23", "sender-authentication"),
+    ("421", "4.7.28", "rate-limited"),
+    ("550", "5.7.30", "tls-required"),
+]
+
+
+@pytest.mark.parametrize(("code", "enhanced", "expected"), IANA_CODES)
+def test_enhanced_codes_alone(code, enhanced, expected):
+    """The IANA-registered codes map to a reason without any help from the text."""
+    assert expected == classify(code, enhanced, f"{enhanced} zzz")
+
+
 def test_specific_enhanced_code_beats_text():
     """5.1.1 means a bad mailbox whatever the words (here: 'mailbox full')."""
     assert "unknown-recipient" == classify(
