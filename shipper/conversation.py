@@ -280,8 +280,9 @@ class SessionAssembler:
             else:
                 self._fail(s, r, Stage.HELO)
         elif kind is _GREETING:
-            s.server_name = _first_word(r[1][0])
-            if not positive:
+            if positive:  # a refusal's first word is its status code, not a name
+                s.server_name = _first_word(r[1][0])
+            else:
                 self._fail(s, r, Stage.CONNECT)
         elif kind is _STARTTLS:
             if code == "220":
@@ -489,7 +490,11 @@ class SessionAssembler:
     def _clock_went_back(self, ts: str) -> None:
         # Local time repeats an hour when DST ends. When the log's clock jumps back into such
         # an hour, the second pass is fold=1 (PEP 495) until the ambiguous hour is over.
-        if ts[:13] != self._last_ts[:13] and self._ambiguous(ts):
+        last = self._last_ts
+        if ts[:15] == last[:15] or ts[:10] != last[:10]:
+            return  # same ten minutes (threads logging out of order), or a new file/day
+        back = (int(last[11:13]) - int(ts[11:13])) * 60 + int(last[14:16]) - int(ts[14:16])
+        if back >= 30 and self._ambiguous(ts):
             self._fold = 1
 
 

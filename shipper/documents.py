@@ -16,7 +16,8 @@ from shipper.model import Direction, Outcome, Session, Transaction, Verdict
 
 
 class _Classifier(Protocol):
-    def classify(self, code: str | None, enhanced: str | None, text: str | None) -> str: ...
+    def classify(self, code: str | None, enhanced: str | None, text: str | None,
+                 stage: Any = None) -> str: ...
 
 
 def _iso(dt: datetime) -> str:
@@ -48,7 +49,8 @@ def _document(session: Session, transcript: str, host_name: str, dataset: str,
               classifier: _Classifier | None, txn: Transaction | None,
               recipient: str | None, outcome: Outcome) -> dict[str, Any]:
     reply = outcome.reply
-    delta = session.end - session.start
+    # aware datetimes sharing one tzinfo subtract as wall times (ignoring fold): go through UTC
+    delta = session.end.astimezone(timezone.utc) - session.start.astimezone(timezone.utc)
     duration = max(0, (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
     verdict = outcome.verdict
 
@@ -70,8 +72,9 @@ def _document(session: Session, transcript: str, host_name: str, dataset: str,
     if verdict is not Verdict.DELIVERED:
         args = ((reply.code, reply.enhanced, reply.text) if reply is not None
                 else (None, None, None))
-        smtp["reason"] = (classifier.classify(*args) if classifier is not None
-                          else reasons.classify(*args))
+        # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
+        smtp["reason"] = (classifier.classify(*args, outcome.stage) if classifier is not None
+                          else reasons.classify(*args, outcome.stage))
     if txn is not None:
         smtp["transaction"] = txn.index
     if session.helo:

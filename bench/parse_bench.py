@@ -1,0 +1,223 @@
+"""Parse throughput and memory: ``python bench/parse_bench.py [--lines N] [--concurrency K]``.
+
+Generates a large interleaved Xeams corpus (default 1,000,000 lines; K sessions open at once,
+each a realistic outbound conversation: delivered, rejected 550 5.1.1, greylisted 451 4.7.1,
+pipelined multi-recipient) into a temp dir and measures, each in a fresh child process so that
+peak RSS is that run's own:
+
+* ``baseline`` — one compiled regex splits each line and payloads are grouped by session id
+  (a group is dropped at its termination line); no SMTP logic, same line reader.
+* ``pipeline`` — the real in-process pipeline ``shipper.inputs.iter_documents`` (format →
+  SessionAssembler → build_documents) plus JSON encoding of every document exactly as
+  ``smtp-shipper parse`` writes it (to a null sink), at the full size and at a quarter of it
+  (peak RSS must not grow with input size).
+
+Reports lines/s, MB/s, documents and peak RSS; target: pipeline >= 50 % of baseline lines/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+BASE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, BASE)
+
+# -- corpus ------------------------------------------------------------------------------------
+
+_CONVERSATIONS: list[list[tuple[str, str]]] = [
+    [  # delivered (the seed)
+        ("S <-- ", "EHLO mail.example.net"),
+        ("C --> ", "250-mx.google.com at your service, [203.0.113.5]"),
+        ("C --> ", "250-SIZE 157286400"),
+        ("C --> ", "250-8BITMIME"),
+        ("C --> ", "250-ENHANCEDSTATUSCODES"),
+        ("C --> ", "250-PIPELINING"),
+        ("C --> ", "250-CHUNKING"),
+        ("C --> ", "250 SMTPUTF8"),
+        ("S <-- ", "MAIL FROM:<support@example.net>"),
+        ("C --> ", "250 2.1.0 OK x1-gsmtp"),
+        ("S <-- ", "RCPT TO:<user{n}@gmail.com>"),
+        ("C --> ", "250 2.1.5 OK x1-gsmtp"),
+        ("S <-- ", "DATA"),
+        ("C --> ", "354  Go ahead x1-gsmtp"),
+        ("C --> ", "250 2.0.0 OK  1716305989 x1-gsmtp"),
+        ("S <-- ", "QUIT"),
+        ("C --> ", "221 2.0.0 closing connection x1-gsmtp"),
+    ],
+    [  # rejected at RCPT
+        ("C --> ", "220 mail.example.org ESMTP Postfix (Debian/GNU)"),
+        ("S <-- ", "EHLO mail.example.net"),
+        ("C --> ", "250-mail.example.org"),
+        ("C --> ", "250-PIPELINING"),
+        ("C --> ", "250-SIZE 10240000"),
+        ("C --> ", "250 8BITMIME"),
+        ("S <-- ", "MAIL FROM:<alerts@example.net> SIZE=2048"),
+        ("C --> ", "250 2.1.0 Ok"),
+        ("S <-- ", "RCPT TO:<nobody{n}@example.org>"),
+        ("C --> ", "550 5.1.1 <nobody{n}@example.org>: Recipient address rejected: User unknown in virtual mailbox table"),
+        ("S <-- ", "QUIT"),
+        ("C --> ", "221 2.0.0 Bye"),
+    ],
+    [  # greylisted, pipelined two recipients
+        ("S <-- ", "EHLO mail.example.net"),
+        ("C --> ", "250-mx.example.com"),
+        ("C --> ", "250 PIPELINING"),
+        ("S <-- ", "MAIL FROM:<news@example.net>"),
+        ("S <-- ", "RCPT TO:<a{n}@example.com>"),
+        ("S <-- ", "RCPT TO:<b{n}@example.com>"),
+        ("S <-- ", "DATA"),
+        ("C --> ", "250 2.1.0 Ok"),
+        ("C --> ", "451 4.7.1 <a{n}@example.com>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.com.html"),
+        ("C --> ", "250 2.1.5 Ok"),
+        ("C --> ", "354 End data with <CR><LF>.<CR><LF>"),
+        ("C --> ", "250 2.0.0 Ok: queued as 4F2B61C0A3"),
+        ("S <-- ", "QUIT"),
+        ("C --> ", "221 2.0.0 Bye"),
+    ],
+]
+
+
+def generate(path: str, lines: int, concurrency: int, seed: int = 7) -> int:
+    """Write about ``lines`` lines of interleaved sessions; return the number written."""
+    rng = random.Random(seed)
+    written = 0
+    next_id = 1_000_000
+    ms = 0
+    open_sessions: list[list[Any]] = []  # [sid, steps, position]
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        while written < lines or open_sessions:
+            if len(open_sessions) < concurrency and written < lines:
+                next_id += 1
+                conv = rng.choice(_CONVERSATIONS)
+                open_sessions.append([next_id, conv, -1])
+            k = rng.randrange(len(open_sessions))
+            session = open_sessions[k]
+            sid, conv, pos = session
+            ms += rng.randrange(0, 3)
+            sec, milli = divmod(ms, 1000)
+            minute, sec = divmod(sec, 60)
+            hour, minute = divmod(minute, 60)
+            day, hour = divmod(hour, 24)
+            stamp = f"2024-03-{21 + day % 7:02d} {hour:02d}:{minute:02d}:{sec:02d},{milli:03d}"
+            prefix = f"{stamp} - [{sid:>10}] "
+            if pos == -1:
+                out.write(f"{prefix}************ New (secure) connection to: 198.51.100.{sid % 250}\n")
+            elif pos == len(conv):
+                out.write(f"{prefix}~~~~~~~~~~~~ Connection Terminated ( {rng.randrange(90, 900)})\n")
+                open_sessions.pop(k)
+            else:
+                tag, text = conv[pos]
+                out.write(prefix + tag + text.replace("{n}", str(sid)) + "\n")
+            session[2] = pos + 1
+            written += 1
+    return written
+
+
+# -- the two measured runs (each in its own child process) -------------------------------------
+
+_BASELINE = re.compile(r"(\S+ \S+) - \[\s*(\S+)\] (.*)")
+
+
+def run_baseline(path: str) -> dict[str, Any]:
+    from shipper.inputs import iter_lines
+
+    groups: dict[str, list[str]] = {}
+    lines = 0
+    finished = 0
+    match = _BASELINE.match
+    with open(path, "rb") as stream:
+        for _offset, raw, _note in iter_lines(stream):
+            lines += 1
+            m = match(raw.decode(errors="replace"))
+            if m is None:
+                continue
+            sid = m.group(2)
+            payload = m.group(3)
+            group = groups.get(sid)
+            if group is None:
+                group = groups[sid] = []
+            group.append(payload)
+            if payload[:1] == "~":
+                del groups[sid]
+                finished += 1
+    return {"lines": lines, "sessions": finished}
+
+
+def run_pipeline(path: str) -> dict[str, Any]:
+    from zoneinfo import ZoneInfo
+
+    from shipper.inputs import ParseOptions, ParseStats, iter_documents
+    from shipper.model import Direction
+
+    options = ParseOptions(direction=Direction.OUTBOUND, tz=ZoneInfo("Europe/Berlin"),
+                           host_name="bench")
+    stats = ParseStats()
+    encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
+    size = 0
+    for doc in iter_documents([path], options, stats):
+        size += len(encode(doc))  # what `parse` writes, minus the write itself
+    return {"lines": stats.lines, "sessions": stats.sessions,
+            "documents": sum(stats.documents.values()), "defects": stats.defects,
+            "json_mb": round(size / 1e6, 1)}
+
+
+def child(mode: str, path: str) -> None:
+    start = time.perf_counter()
+    result = run_baseline(path) if mode == "baseline" else run_pipeline(path)
+    result["seconds"] = time.perf_counter() - start
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def measure(mode: str, path: str, profile: bool = False) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", mode, path]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    size_mb = os.path.getsize(path) / 1e6
+    result["lines_per_s"] = result["lines"] / result["seconds"]
+    result["mb_per_s"] = size_mb / result["seconds"]
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=50, help="sessions open at once")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="parse-bench-") as tmp:
+        big = os.path.join(tmp, "SMTPOutboundConversation.log")
+        small = os.path.join(tmp, "SMTPOutboundConversation.small.log")
+        n_big = generate(big, args.lines, args.concurrency)
+        n_small = generate(small, args.lines // 4, args.concurrency)
+        print(f"corpus: {n_big:,} lines ({os.path.getsize(big) / 1e6:.1f} MB) and "
+              f"{n_small:,} lines ({os.path.getsize(small) / 1e6:.1f} MB), "
+              f"{args.concurrency} sessions interleaved; python {sys.version.split()[0]}")
+        base = measure("baseline", big)
+        runs = [("baseline (regex + group by id)", n_big, base),
+                ("pipeline (documents + JSON)", n_big, measure("pipeline", big)),
+                ("pipeline, quarter size", n_small, measure("pipeline", small))]
+        print(f"{'run':34} {'lines':>10} {'lines/s':>10} {'MB/s':>7} {'docs':>8} {'peak RSS':>9}")
+        for name, n, r in runs:
+            print(f"{name:34} {n:>10,} {r['lines_per_s']:>10,.0f} {r['mb_per_s']:>7.1f} "
+                  f"{r.get('documents', '-'):>8} {r['peak_rss_mb']:>7.1f}MB")
+        ratio = runs[1][2]["lines_per_s"] / base["lines_per_s"]
+        print(f"pipeline / baseline lines/s: {ratio:.0%} (target >= 50%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
