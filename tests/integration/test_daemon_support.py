@@ -230,6 +230,7 @@ class DaemonProcess:
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
+        self._log.close()
 
     def wait(self, timeout: float) -> int:
         try:
