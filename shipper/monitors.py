@@ -28,7 +28,7 @@ from opensearchpy import exceptions as os_exc
 
 from shipper.dashboards import assets_dir
 from shipper.errors import ConnectionFailed, RequestRefused
-from shipper.setup import Outcome, Step, StepReport
+from shipper.setup import Outcome, Step, StepReport, has_plugin, installed_plugins
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +154,31 @@ def execute_monitor(client: Any, body: dict[str, Any], *, period_end_ms: int | N
     return dict(_call(client, "POST", f"{API}/_execute", body=body, params=params))
 
 
+def has_alerting(plugins: frozenset[str]) -> bool:
+    return has_plugin(plugins, "opensearch-alerting", "org.opensearch.alerting.AlertingPlugin")
+
+
+class _PluginCheck:
+    """Asks the cluster for its plugins once, when the first monitor step runs."""
+
+    def __init__(self, client: Any, plugins: frozenset[str] | None = None) -> None:
+        self.client = client
+        self.plugins = plugins
+
+    def available(self) -> bool:
+        if self.plugins is None:
+            self.plugins = installed_plugins(self.client)
+        return has_alerting(self.plugins)
+
+
 class MonitorStep:
     """Setup step: one monitor, created or updated by name."""
 
-    def __init__(self, client: Any, body: dict[str, Any]) -> None:
+    def __init__(self, client: Any, body: dict[str, Any], plugin_check: _PluginCheck | None = None) -> None:
         self.client = client
         self.body = body
         self.name = f"alerting monitor {body['name']!r}"
+        self._plugin_check = plugin_check
 
     def _no_channel_note(self) -> str:
         if any(t.get(k, {}).get("actions") for t in self.body["triggers"] for k in t):
@@ -169,6 +187,8 @@ class MonitorStep:
 
     def run(self, *, dry_run: bool) -> StepReport:
         note = self._no_channel_note()
+        if self._plugin_check is not None and not self._plugin_check.available():
+            return StepReport(self.name, Outcome.SKIPPED, "the Alerting plugin is not installed on this cluster", dry_run)
         try:
             found = find_monitors(self.client, self.body["name"])
         except AlertingUnavailable:
@@ -200,6 +220,8 @@ class MonitorStep:
         return StepReport(self.name, Outcome.UPDATED, "; ".join(filter(None, [f"id {current['_id']}", note])), dry_run)
 
 
-def setup_steps(settings: Any, client: Any) -> list[Step]:
-    """One step per monitor, in the order of the template."""
-    return [MonitorStep(client, body) for body in render_monitors(settings)]
+def setup_steps(settings: Any, client: Any, plugins: frozenset[str] | None = None) -> list[Step]:
+    """One step per monitor, in the order of the template. Without the Alerting plugin on the
+    cluster (``_nodes/plugins``, asked once) each step is skipped, saying so."""
+    check = _PluginCheck(client, plugins)
+    return [MonitorStep(client, body, check) for body in render_monitors(settings)]

@@ -160,6 +160,13 @@ class FakeAlerting:
         self.monitors: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.transport = self
+        self.nodes = self
+
+    def info(self, metric: str) -> dict[str, Any]:
+        """``GET _nodes/plugins``, as ``shipper.setup.installed_plugins`` asks it."""
+        assert metric == "plugins"
+        plugins = [{"name": "opensearch-alerting", "classname": "org.opensearch.alerting.AlertingPlugin"}] if self.installed else []
+        return {"nodes": {"n1": {"plugins": plugins}}}
 
     def perform_request(self, method: str, url: str, params: dict[str, Any] | None = None, body: Any = None) -> Any:
         self.calls.append((method, url))
@@ -232,9 +239,20 @@ def test_a_channel_added_later_updates_the_monitors():
 
 
 def test_without_the_alerting_plugin_every_monitor_is_skipped_with_the_reason():
-    reports = run_all(settings_with(), FakeAlerting(installed=False))
+    api = FakeAlerting(installed=False)
+    reports = run_all(settings_with(), api)
     assert [r.outcome for r in reports] == [Outcome.SKIPPED] * 4
     assert all("Alerting plugin is not installed" in r.detail for r in reports)
+    assert api.calls == []  # asked _nodes/plugins (once), never the missing API
+
+
+def test_a_missing_monitors_api_is_also_read_as_no_plugin():
+    """A cluster that hides _nodes/plugins but has no alerting API ("no handler found")."""
+    api = FakeAlerting(installed=False)
+    step = monitors.MonitorStep(api, monitors.render_monitors(settings_with())[0])
+    report = step.run(dry_run=False)
+    assert report.outcome is Outcome.SKIPPED
+    assert api.calls == [("POST", f"{monitors.API}/_search")]
 
 
 def test_a_concurrent_change_is_reported_not_overwritten():
