@@ -252,6 +252,8 @@ class SessionAssembler:
         s.talked = True
         if s.close is not None:
             return  # the server already ended the session: nothing after it decides
+        if code[0] not in "2345":
+            return  # not an SMTP reply code (RFC 5321 §4.2.1): it answered, but decides nothing
         positive = code[0] in "23"
         if kind is _RCPT:
             rcpt.reply = r  # type: ignore[union-attr]
