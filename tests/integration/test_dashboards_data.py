@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ import pytest
 from shipper import dashboards
 from shipper.config import Settings
 from shipper.documents import document_id
-from shipper.inputs import ParseOptions, ParseStats, iter_documents
+from shipper.inputs import ParseOptions, ParseStats, iter_documents, resolve_zone
+from shipper.model import Direction
 from shipper.opensearch import prepare
 from shipper.setup import index_steps
 
@@ -82,10 +83,27 @@ def written_transcripts() -> str:
     return "\r\n".join(line for s in sessions for line in s) + "\r\n"
 
 
-def parse(paths: list[str]) -> list[dict[str, Any]]:
-    # Direction from the file name (SMTPOutboundConversation.log → outbound), as the CLI does.
-    options = ParseOptions(tz=timezone.utc, host_name="test-host")
+def parse(paths: list[str], *, direction: str = "auto", zone: str = "UTC") -> list[dict[str, Any]]:
+    # direction "auto": from the file name (SMTPOutboundConversation.log → outbound), then content.
+    options = ParseOptions(
+        direction=None if direction == "auto" else Direction(direction), tz=resolve_zone(zone), host_name="test-host"
+    )
     return list(iter_documents(paths, options, ParseStats()))
+
+
+def golden_scenarios() -> Iterator[list[dict[str, Any]]]:
+    """The documents of each golden scenario, parsed as tests/test_golden.py does (a .log file
+    or a folder of them; ``<name>.args.json`` for direction and zone, else auto and New York)."""
+    for entry in sorted(GOLDEN.iterdir()):
+        if entry.suffix == ".log":
+            name, paths = entry.stem, [str(entry)]
+        elif entry.is_dir():
+            name, paths = entry.name, [str(p) for p in sorted(entry.glob("*.log"))]
+        else:
+            continue
+        args_file = GOLDEN / f"{name}.args.json"
+        args = json.loads(args_file.read_text()) if args_file.exists() else {}
+        yield parse(paths, direction=args.get("direction", "auto"), zone=args.get("timezone", "America/New_York"))
 
 
 # --------------------------------------------------------------------------- visState → DSL
@@ -192,9 +210,8 @@ def documents(tmp_path_factory) -> list[dict[str, Any]]:
     written = folder / "SMTPOutboundConversation.log"
     written.write_bytes(written_transcripts().encode())
     docs = parse([str(written)])
-    golden = sorted(str(p) for p in GOLDEN.glob("*.log"))
-    for path in golden:  # each scenario on its own: a golden file is a whole story
-        docs += parse([path])
+    for scenario in golden_scenarios():  # each on its own: a golden scenario is a whole story
+        docs += scenario
     # Scenarios built from the same seed session share document ids: the index keeps one of
     # each (the last written), and so does the oracle.
     return list({document_id(d): d for d in docs}.values())
