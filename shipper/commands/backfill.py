@@ -8,18 +8,31 @@ thread has a bulk request in flight (``PipelinedShipper``).
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import os
+import queue
+import signal
 import struct
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from shipper import config
-from shipper.errors import ConfigError, ExitStatus
+from shipper.errors import ConfigError, ExitStatus, InputError, ShipperError, StrictParseError
 from shipper.inputs import STDIN, ParseOptions, ParseStats, expand_paths, iter_documents, resolve_zone
 from shipper.model import Direction
-from shipper.opensearch import BulkShipper, PipelinedShipper, ShipResult, display_hosts, make_client, translate_errors
+from shipper.opensearch import (
+    BulkItem,
+    BulkShipper,
+    PipelinedShipper,
+    ShipResult,
+    display_hosts,
+    make_client,
+    prepare,
+    translate_errors,
+)
 from shipper.progress import Progress, format_duration
 from shipper.setup import names, template_installed
 
@@ -38,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-refresh", action="store_true", help="do not refresh the indices at the end (documents become searchable within refresh_interval)")
     parser.add_argument("--dead-letters", metavar="PATH", help=f"dead-letter file (default: STATE_DIR/{DEAD_LETTER_FILE})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")
+    parser.add_argument("--no-worker", action="store_true", help="parse in this process instead of a worker process (slower; for debugging)")
     config.add_config_argument(parser)
 
 
@@ -112,21 +126,13 @@ def run(args: argparse.Namespace) -> int:
                 hint="the template's strict mapping is what keeps the documents searchable as designed",
             )
 
-    stats = ParseStats()
     progress = None if args.no_progress else Progress(sum(sizes.values()))
-    position = _Position(sizes)
     shipper = BulkShipper(client, settings, dead_path)
     started = time.monotonic()
-    result = ShipResult()
+    use_worker = not args.no_worker and "fork" in mp.get_all_start_methods()
     with translate_errors(os_settings, "bulk"):
-        sender = PipelinedShipper(shipper)
-        try:
-            for doc in iter_documents(files, options, stats):
-                sender.submit(doc)
-                if progress is not None:
-                    progress.update(position.see(doc), stats.sessions, sum(stats.documents.values()))
-        finally:
-            result = sender.close()
+        ship = _ship_with_worker if use_worker else _ship_in_process
+        stats, result = ship(files, options, sizes, shipper, progress)
         if progress is not None:
             progress.update(sum(sizes.values()), stats.sessions, sum(stats.documents.values()), force=True)
             progress.finish()
@@ -137,6 +143,105 @@ def run(args: argparse.Namespace) -> int:
     if stats.defects and stats.kept_defects:
         print(f"first defect: {stats.kept_defects[0]}", file=sys.stderr)
     return int(ExitStatus.OK)
+
+
+def _ship_in_process(
+    files: list[str], options: ParseOptions, sizes: dict[str, int], shipper: BulkShipper, progress: Progress | None
+) -> tuple[ParseStats, ShipResult]:
+    """Parse here, ship from one sender thread (where fork is not available)."""
+    stats = ParseStats()
+    position = _Position(sizes)
+    sender = PipelinedShipper(shipper)
+    try:
+        for doc in iter_documents(files, options, stats):
+            sender.submit(doc)
+            if progress is not None:
+                progress.update(position.see(doc), stats.sessions, sum(stats.documents.values()))
+    finally:
+        result = sender.close()
+    return stats, result
+
+
+# -- the parser in a worker process ---------------------------------------------------------
+# Parsing is CPU-bound Python; in one process it shares the GIL with serialisation and the
+# HTTP client, and the run becomes parse time + send time. A forked worker parses and
+# serialises (to the very bytes of the bulk body) while this process only sends: the
+# critical path is then the parser alone, with OpenSearch indexing on the other core.
+
+_QUEUE_DEPTH = 4  # batches in flight between worker and sender: enough slack, bounded memory
+
+
+def _produce(out: Any, files: list[str], options: ParseOptions, sizes: dict[str, int], prefix: str,
+             max_docs: int, max_bytes: int) -> None:  # pragma: no cover - runs in the worker process
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends us
+    stats = ParseStats()
+    position = _Position(sizes)
+    batch: list[tuple[str, str, bytes, bytes]] = []
+    size = 0
+    pos = 0
+    try:
+        for doc in iter_documents(files, options, stats):
+            item = prepare(doc, prefix)
+            pos = position.see(doc)
+            if batch and (len(batch) >= max_docs or size + item.size > max_bytes):
+                out.put(("batch", batch, (pos, stats.sessions, sum(stats.documents.values()))))
+                batch, size = [], 0
+            batch.append((item.index, item.id, item.action, item.source))
+            size += item.size
+        if batch:
+            out.put(("batch", batch, (pos, stats.sessions, sum(stats.documents.values()))))
+        del stats.kept_defects[20:]  # only the first is shown; keep the message small
+        out.put(("done", stats))
+    except ShipperError as exc:
+        out.put(("error", (type(exc).__name__, exc.message, exc.hint)))
+    except BaseException:  # noqa: BLE001 - reported by the parent, with the traceback
+        out.put(("crash", traceback.format_exc()))
+
+
+_ERRORS = {cls.__name__: cls for cls in (InputError, StrictParseError, ConfigError)}
+
+
+def _ship_with_worker(
+    files: list[str], options: ParseOptions, sizes: dict[str, int], shipper: BulkShipper, progress: Progress | None
+) -> tuple[ParseStats, ShipResult]:
+    ctx = mp.get_context("fork")  # fork: the options (classifier, zone) need no pickling
+    batches_q = ctx.Queue(maxsize=_QUEUE_DEPTH)
+    bulk = shipper._bulk
+    worker = ctx.Process(
+        target=_produce,
+        args=(batches_q, files, options, sizes, shipper.prefix, bulk.max_docs, bulk.max_bytes),
+        name="smtp-shipper-parser",
+        daemon=True,
+    )
+    worker.start()
+    result = ShipResult()
+    try:
+        while True:
+            try:
+                message = batches_q.get(timeout=1.0)
+            except queue.Empty:
+                if not worker.is_alive():
+                    raise ShipperError(f"the parser process ended unexpectedly (exit code {worker.exitcode})") from None
+                continue
+            kind = message[0]
+            if kind == "batch":
+                _, items, (pos, sessions, documents) = message
+                result.add(shipper.ship_batch([BulkItem(*t) for t in items]))
+                if progress is not None:
+                    progress.update(pos, sessions, documents)
+            elif kind == "done":
+                return message[1], result
+            elif kind == "error":
+                name, text, hint = message[1]
+                raise _ERRORS.get(name, ShipperError)(text, hint=hint)
+            else:
+                raise ShipperError(f"the parser failed:\n{message[1]}")
+    finally:
+        if worker.is_alive():
+            worker.terminate()
+        worker.join(timeout=10)
+        batches_q.close()
+        batches_q.cancel_join_thread()
 
 
 def summary(stats: ParseStats, result: ShipResult, elapsed: float, dead_path: Path) -> str:

@@ -98,7 +98,7 @@ def test_backfill_twice_same_count_and_gzip(cli, opensearch, index_prefix, tmp_p
     assert "backfill: 5 documents from 5 sessions (delivered 3, rejected 1, deferred 1, failed 0)" in out
     first = count(opensearch, index_prefix)
     assert 5 == first
-    code, out, err = cli("backfill", "--no-progress", str(plain), str(rotated))
+    code, out, err = cli("backfill", "--no-progress", "--no-worker", str(plain), str(rotated))  # the in-process path
     assert 0 == code, err
     assert "indexed 10" in out
     assert first == count(opensearch, index_prefix)
