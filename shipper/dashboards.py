@@ -126,6 +126,64 @@ def filter_query(flt: Mapping[str, Any]) -> dict[str, Any]:
     return dict(query)
 
 
+# --- the index pattern's field list, from the index template --------------------------------
+_OSD_TYPES = {
+    "keyword": "string", "text": "string", "date": "date", "ip": "ip", "boolean": "boolean",
+    "long": "number", "integer": "number", "short": "number", "byte": "number", "double": "number", "float": "number",
+}
+# The meta fields OSD lists in every index pattern (as it writes them itself).
+_META_FIELDS = [
+    {"name": "_id", "type": "string", "esTypes": ["_id"], "searchable": True, "aggregatable": True, "readFromDocValues": False},
+    {"name": "_index", "type": "string", "esTypes": ["_index"], "searchable": True, "aggregatable": True, "readFromDocValues": False},
+    {"name": "_score", "type": "number", "searchable": False, "aggregatable": False, "readFromDocValues": False},
+    {"name": "_source", "type": "_source", "esTypes": ["_source"], "searchable": False, "aggregatable": False, "readFromDocValues": False},
+    {"name": "_type", "type": "string", "esTypes": ["_type"], "searchable": True, "aggregatable": True, "readFromDocValues": False},
+]
+
+
+def mapping_fields(prefix: str) -> dict[str, str]:
+    """Dotted field name → OpenSearch type, multi-fields included, from the component template
+    ``smtp-shipper setup`` installs (mappings/, rendered by ``shipper.setup``)."""
+    from shipper.setup import rendered_bodies  # the index template's owner
+
+    bodies = rendered_bodies(prefix, replicas=0, refresh_interval="1s", retention_days=1)
+    types: dict[str, str] = {}
+
+    def walk(properties: Mapping[str, Any], path: str) -> None:
+        for name, spec in properties.items():
+            if "properties" in spec:
+                walk(spec["properties"], f"{path}{name}.")
+                continue
+            types[f"{path}{name}"] = spec["type"]
+            for sub, subspec in spec.get("fields", {}).items():
+                types[f"{path}{name}.{sub}"] = subspec["type"]
+
+    walk(bodies["mappings"]["template"]["mappings"]["properties"], "")
+    return types
+
+
+def index_pattern_fields(prefix: str) -> list[dict[str, Any]]:
+    """The index pattern's field list, as Dashboards would cache it after a refresh.
+
+    Shipped filled in rather than empty: ``setup`` usually runs before the first document is
+    shipped, and a refresh against no indices would leave Dashboards with no fields at all,
+    so the visualizations would fail on first open."""
+    types = mapping_fields(prefix)
+    fields = []
+    for name, es_type in sorted(types.items()):
+        indexed = es_type != "text"  # keyword, numbers, dates, ip, boolean: doc values
+        spec: dict[str, Any] = {
+            "count": 0, "name": name, "type": _OSD_TYPES.get(es_type, "unknown"), "esTypes": [es_type],
+            "scripted": False, "searchable": True, "aggregatable": indexed, "readFromDocValues": indexed,
+        }
+        parent = name.rsplit(".", 1)[0]
+        if "." in name and types.get(parent) == "text":
+            spec["subType"] = {"multi": {"parent": parent}}
+        fields.append(spec)
+    meta = [{"count": 0, "scripted": False, **m} for m in _META_FIELDS]
+    return sorted(meta + fields, key=lambda f: f["name"])
+
+
 # --- rendering -------------------------------------------------------------------------------
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -150,7 +208,9 @@ def _encode(attributes: dict[str, Any], dotted: str) -> None:
 def render_saved_objects(prefix: str) -> list[dict[str, Any]]:
     """The saved objects for indices ``<prefix>-*``, string-encoded attributes as strings."""
     suffix = "" if prefix == DEFAULT_PREFIX else f" [{prefix}]"
-    text = _environment().get_template(SAVED_OBJECTS_TEMPLATE).render(prefix=prefix, suffix=suffix)
+    text = _environment().get_template(SAVED_OBJECTS_TEMPLATE).render(
+        prefix=prefix, suffix=suffix, fields=index_pattern_fields(prefix)
+    )
     objects = yaml.safe_load(text)
     for obj in objects:
         for dotted in STRING_ENCODED:
@@ -282,9 +342,12 @@ def _decoded(attributes: Mapping[str, Any], *, type_: str) -> dict[str, Any]:
                 node[leaf] = json.loads(node[leaf])
             except ValueError:
                 pass
-    if type_ == "index-pattern":
-        # Dashboards fills in the field list itself the first time the pattern is used.
-        out.pop("fields", None)
+    if type_ == "index-pattern" and isinstance(out.get("fields"), list):
+        # A refresh in Dashboards may reorder the list or count field use: compare by name.
+        out["fields"] = sorted(
+            ({k: v for k, v in f.items() if k != "count"} for f in out["fields"] if isinstance(f, dict)),
+            key=lambda f: str(f.get("name")),
+        )
     return out
 
 

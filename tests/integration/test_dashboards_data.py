@@ -304,3 +304,21 @@ def test_rejected_and_deferred_search_shows_only_those_with_a_reason(opensearch,
     hits = [h["_source"] for h in result["hits"]["hits"]]
     assert len(hits) == sum(1 for d in docs if get(d, "smtp.verdict") in NON_DELIVERY)
     assert all(get(h, "smtp.verdict") in NON_DELIVERY and get(h, "smtp.reason") for h in hits)
+
+
+def test_index_pattern_field_list_agrees_with_field_caps(opensearch, indexed):
+    """The shipped field list says what OpenSearch itself says of each field of a real index."""
+    prefix, _docs = indexed
+    (pattern,) = [o for o in dashboards.render_saved_objects(prefix) if o["type"] == "index-pattern"]
+    listed = {f["name"]: f for f in json.loads(pattern["attributes"]["fields"]) if not f["name"].startswith("_")}
+    caps = opensearch.field_caps(index=f"{prefix}-*", fields="*")["fields"]
+    caps = {
+        name: next(iter(by_type.items()))
+        for name, by_type in caps.items()
+        if not name.startswith("_") and "object" not in by_type  # objects are paths, not fields
+    }
+    assert set(listed) == set(caps)
+    for name, (es_type, cap) in caps.items():
+        assert listed[name]["esTypes"] == [es_type], name
+        assert (listed[name]["searchable"], listed[name]["aggregatable"]) == (cap["searchable"], cap["aggregatable"]), name
+

@@ -155,6 +155,15 @@ def validate(lines: list[str], field_types: dict[str, str]) -> list[str]:
 
         if kind == "index-pattern":
             field_ok(where, attrs.get("timeFieldName", ""), aggregated=True)
+            listed = {f.get("name"): f for f in decoded.get("fields", [])}
+            for name, es_type in field_types.items():
+                spec = listed.get(name)
+                if spec is None:
+                    problems.append(f"{where}: field list lacks {name!r}")
+                elif spec.get("esTypes") != [es_type] or spec.get("aggregatable") != (es_type in AGGREGATABLE):
+                    problems.append(f"{where}: field list has {name!r} as {spec.get('esTypes')}, aggregatable={spec.get('aggregatable')}")
+            for name in sorted(set(listed) - set(field_types) - {"_id", "_index", "_score", "_source", "_type"}):
+                problems.append(f"{where}: field list has {name!r}, which the index template does not")
             for name in decoded.get("fieldFormatMap", {}):
                 field_ok(f"{where} fieldFormatMap", name, aggregated=False)
         elif kind == "search":
@@ -324,6 +333,15 @@ def test_validator_catches_an_unknown_field_and_a_kibana_8_version(lines, field_
     problems = validate(_mutated(lines, "-search-deliveries", break_search), field_types)
     assert any("'smtp.no_such_field' is not in the index template" in p for p in problems)
     assert any("migrationVersion" in p for p in problems)
+
+
+def test_validator_catches_a_stale_field_list(lines, field_types):
+    def drop_reason(obj):
+        fields = [f for f in json.loads(obj["attributes"]["fields"]) if f["name"] != "smtp.reason"]
+        obj["attributes"]["fields"] = json.dumps(fields)
+
+    problems = validate(_mutated(lines, "-index-pattern", drop_reason), field_types)
+    assert problems == [f"index-pattern smtp-shipper-{PREFIX}-index-pattern: field list lacks 'smtp.reason'"]
 
 
 def test_validator_catches_a_broken_index_ref_and_bad_json(lines, field_types):
