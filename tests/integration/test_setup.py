@@ -181,3 +181,15 @@ def test_tls_verification_failure_is_reported_as_such(capsys, local_server, tmp_
     assert f"TLS certificate of {url} could not be verified: self-signed certificate" in err
     assert "opensearch.ca_certs" in err
     assert "Traceback" not in err
+
+
+def test_ca_certs_makes_the_certificate_trusted(capsys, local_server, tmp_path):
+    """With opensearch.ca_certs naming the server's certificate the TLS handshake succeeds
+    (the server then refuses the credentials: that message, not the TLS one)."""
+    url = local_server(401, self_signed(tmp_path))
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(f"opensearch:\n  ca_certs: {tmp_path / 'cert.pem'}\n")
+    code, _, err = setup(capsys, url, "whatever", "--config", str(cfg))
+    assert 5 == code
+    assert "refused the credentials (401 Unauthorized)" in err
+    assert "TLS" not in err
