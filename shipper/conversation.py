@@ -23,6 +23,7 @@ Memory grows with the number of open sessions only: a finished session is return
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import time
@@ -173,10 +174,16 @@ class SessionAssembler:
         s = self._open.get(sid)
         done: list[Session] = []
         if kind is _CONNECT:
-            if s is not None:  # id reused (e.g. after a restart): the old session is over
+            if s is not None and (s.talked or s.connected_out is not None):
+                # id reused (e.g. after a restart): the old session is over
                 del self._open[sid]
                 done.append(self._finish(s, incomplete=True))
-            s = self._open[sid] = _Open(ev, self._fold, self._clock())
+                s = None
+            if s is None:
+                s = self._open[sid] = _Open(ev, self._fold, self._clock())
+            else:  # only non-SMTP lines so far (notes logged before connecting): same session
+                s.last = (ts, self._fold)
+                s.seen = self._clock()
             s.peer = ev.peer
             s.secure = s.tls = ev.secure
             s.connected_out = ev.connected_out
@@ -193,7 +200,12 @@ class SessionAssembler:
         s.lines.append(ev.text)
 
         if kind is _REPLY:
-            self._reply(s, ev.payload, ts)
+            payload = ev.payload
+            if payload[3:4] == "-":  # a continuation line: most reply lines are (EHLO)
+                s.parts.append(payload[4:])
+                s.parts_code = payload[:3]
+            else:
+                self._reply(s, payload, ts)
         elif kind is _COMMAND:
             self._command(s, ev)
         elif kind is _TERMINATE:
@@ -231,11 +243,8 @@ class SessionAssembler:
     # -- replies -----------------------------------------------------------------------------
 
     def _reply(self, s: _Open, payload: str, ts: str) -> None:
+        """A final reply line (continuations are collected by ``feed``)."""
         code = payload[:3]
-        if payload[3:4] == "-":
-            s.parts.append(payload[4:])
-            s.parts_code = code
-            return
         texts = s.parts + [payload[4:]] if s.parts else [payload[4:]]
         s.parts = []
         self._final_reply(s, (code, texts, ts, self._fold))
@@ -542,6 +551,7 @@ def _closing_bracket(rest: str) -> int:
     return len(rest)
 
 
+@functools.lru_cache(maxsize=4096)  # peers repeat (the same MX hosts all day); parsing is ~5 µs
 def _peer(peer: str | None) -> tuple[str | None, str | None]:
     """(ip, host) from the connection line's peer: ``1.2.3.4``, ``2001:db8::1``,
     ``[2001:db8::1]``, ``1.2.3.4:25``, ``mx.example.com/1.2.3.4``, ``mx.example.com [1.2.3.4]``."""

@@ -20,6 +20,9 @@ from datetime import date
 from shipper.formats import excerpt
 from shipper.model import Defect, Direction, Event, EventKind
 
+_REPLY = EventKind.REPLY
+_COMMAND = EventKind.COMMAND
+
 DATASET = "xeams.smtp"
 
 # One pass classifies the line: groups ts, session id, direction tag, reply code.
@@ -77,12 +80,12 @@ class XeamsFormat:
         if ts[:10] not in self._good_dates and not self._valid_date(ts[:10]):
             return self._defect(text, offset, path, f"impossible date {ts[:10]}")
         if code is not None:
-            return Event(ts, sid, EventKind.REPLY, text[m.start(4):], text, raw, offset, path,
-                         defect=defect)
+            return Event(ts, sid, _REPLY, text[m.start(4):], text, raw, offset, path,
+                         None, False, None, defect)
         payload = text[m.end():]
         if tag:
-            return Event(ts, sid, EventKind.COMMAND, payload, text, raw, offset, path,
-                         defect=defect)
+            return Event(ts, sid, _COMMAND, payload, text, raw, offset, path,
+                         None, False, None, defect)
         first = payload[:1]
         if first == "*":
             c = _CONNECT.match(payload)

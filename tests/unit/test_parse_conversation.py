@@ -214,3 +214,10 @@ def test_dst_fold_second_pass_gets_the_later_offset() -> None:
     text = text.replace("2024-03-20", "2024-10-27")
     (s,) = assemble(text, asm)
     assert ("+02:00", "+01:00") == (s.start.isoformat()[-6:], s.end.isoformat()[-6:])
+
+
+def test_notes_before_the_connection_line_belong_to_the_session() -> None:
+    """Non-SMTP lines logged before 'New connection' do not make a session of their own."""
+    (s,) = assemble(lines(18, "Resolving MX records for example.org", CONNECT, "< 220 mx",
+                          "> EHLO me", "< 250 mx", "> QUIT", "< 221 bye", TERM))
+    assert ("203.0.113.9", False, 8) == (s.remote_ip, s.incomplete, len(s.lines))
