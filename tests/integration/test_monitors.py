@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from shipper import monitors
-from shipper.config import Settings, ThresholdSettings
+from shipper.config import DeferralRateSettings, Settings, ThresholdSettings
 from shipper.opensearch import prepare
 from shipper.setup import Outcome, has_plugin, index_steps, installed_plugins
 
@@ -155,6 +155,18 @@ def test_thresholds_from_config_move_the_trigger(opensearch, datasets):
     monitors_ = named(settings)
     assert evaluate(opensearch, monitors_["rejections"]) is False  # 54 is not above 60
     assert evaluate(opensearch, monitors_["rejections per recipient domain"]) == set()  # 45 is not above 45
+
+
+def test_deferral_rate_waits_for_enough_attempts(opensearch, index_prefix):
+    """6 of 10 attempts deferred is 60 %, but 10 attempts are below min_documents (20)."""
+    few = [doc(i, i, "deferred", "slow.example", reason="greylisted") for i in range(6)]
+    few += [doc(10 + i, i, "delivered", "gmail.example") for i in range(4)]
+    settings = index(opensearch, f"{index_prefix}-few", few)
+    assert evaluate(opensearch, named(settings)["deferral rate"]) is False
+    lower = dataclasses.replace(
+        settings, alerting=dataclasses.replace(settings.alerting, deferral_rate=DeferralRateSettings(20.0, 30, 10))
+    )
+    assert evaluate(opensearch, named(lower)["deferral rate"]) is True
 
 
 # --------------------------------------------------------------------------- the real plugin
