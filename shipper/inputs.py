@@ -31,7 +31,7 @@ MAX_LINE = 64 * 1024  # longer lines are cut here (a defect); the rest is skippe
 STDIN = "-"
 STDIN_NAME = "<stdin>"
 _GLOB_CHARS = frozenset("*?[")
-_BLANK_FIRST = frozenset(b" \t\r\n")
+_BLANK_FIRST = frozenset(b" \t\r\n\x0b\x0c")  # what bytes.strip() strips
 
 
 # -- time zones --------------------------------------------------------------------------------
