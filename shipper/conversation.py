@@ -73,12 +73,20 @@ _R = tuple[str, list[str], str, int]
 _ASSUMED_OK: _R = ("250", [""], "", 0)  # a step before the log began (e.g. MAIL not logged)
 
 _ENHANCED = re.compile(r"([245])\.\d{1,3}\.\d{1,3}(?=\s|$)")
-_ADDRESS = re.compile(r"(?:FROM|TO)\s*:\s*", re.I)
+_ADDRESS = re.compile(r"(?:FROM|TO)\s*:\s*", re.IGNORECASE)
 
 
 class _Txn:
-    __slots__ = ("index", "mail_from", "mail_reply", "recipients", "data_reply", "dot_reply",
-                 "progress", "close")
+    __slots__ = (
+        "close",
+        "data_reply",
+        "dot_reply",
+        "index",
+        "mail_from",
+        "mail_reply",
+        "progress",
+        "recipients",
+    )
 
     def __init__(self, index: int, mail_from: str | None, assumed: bool = False) -> None:
         self.index = index
@@ -102,10 +110,35 @@ class _Rcpt:
 class _Open:
     """One session being assembled (mutable; frozen into a ``Session`` when it ends)."""
 
-    __slots__ = ("sid", "path", "offset", "files", "last_path", "lines", "start", "last", "seen",
-                 "peer", "secure", "connected_out", "tls", "helo", "server_name", "extensions",
-                 "queue", "parts", "parts_code", "txns", "txn", "fail", "close", "progress", "auth_next",
-                 "in_data", "talked")
+    __slots__ = (
+        "auth_next",
+        "close",
+        "connected_out",
+        "extensions",
+        "fail",
+        "files",
+        "helo",
+        "in_data",
+        "last",
+        "last_path",
+        "lines",
+        "offset",
+        "parts",
+        "parts_code",
+        "path",
+        "peer",
+        "progress",
+        "queue",
+        "secure",
+        "seen",
+        "server_name",
+        "sid",
+        "start",
+        "talked",
+        "tls",
+        "txn",
+        "txns",
+    )
 
     def __init__(self, ev: Event, fold: int, seen: float) -> None:
         self.sid = ev.session_id
@@ -148,7 +181,9 @@ class SessionAssembler:
 
     def __init__(self, direction: Direction | None = None, tz: tzinfo | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        from shipper.inputs import resolve_zone  # local import: inputs imports this module
+        from shipper.inputs import (
+            resolve_zone,  # local import: inputs imports this module
+        )
 
         self.direction = direction
         self.tz = tz if tz is not None else resolve_zone(None)

@@ -8,7 +8,7 @@ A document is a plain JSON-ready dict of nested objects; absent values are omitt
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shipper import reasons
@@ -50,7 +50,7 @@ def _document(session: Session, transcript: str, host_name: str, dataset: str,
               recipient: str | None, outcome: Outcome) -> dict[str, Any]:
     reply = outcome.reply
     # aware datetimes sharing one tzinfo subtract as wall times (ignoring fold): go through UTC
-    delta = session.end.astimezone(timezone.utc) - session.start.astimezone(timezone.utc)
+    delta = session.end.astimezone(UTC) - session.start.astimezone(UTC)
     duration = max(0, (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
     verdict = outcome.verdict
 
@@ -70,11 +70,11 @@ def _document(session: Session, transcript: str, host_name: str, dataset: str,
             smtp_reply["text"] = reply.text
         smtp["reply"] = smtp_reply
     if verdict is not Verdict.DELIVERED:
-        args = ((reply.code, reply.enhanced, reply.text) if reply is not None
-                else (None, None, None))
+        code, enhanced, text = ((reply.code, reply.enhanced, reply.text) if reply is not None
+                                else (None, None, None))
         # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
-        smtp["reason"] = (classifier.classify(*args, outcome.stage) if classifier is not None
-                          else reasons.classify(*args, outcome.stage))
+        classify = classifier.classify if classifier is not None else reasons.classify
+        smtp["reason"] = classify(code, enhanced, text, outcome.stage)
     if txn is not None:
         smtp["transaction"] = txn.index
     if session.helo:
@@ -140,5 +140,5 @@ def document_id(doc: dict[str, Any]) -> str:
 
 def index_name(prefix: str, doc: dict[str, Any]) -> str:
     """``<prefix>-YYYY.MM.DD`` from the document's own ``@timestamp``, in UTC."""
-    stamp = datetime.fromisoformat(doc["@timestamp"]).astimezone(timezone.utc)
+    stamp = datetime.fromisoformat(doc["@timestamp"]).astimezone(UTC)
     return f"{prefix}-{stamp:%Y.%m.%d}"

@@ -236,9 +236,9 @@ def _parse_file(path: str, fmt: formats.Format, assembler: SessionAssembler,
                 lines += 1
                 item = parse_line(raw, offset, name)
                 if item.__class__ is event_class:
-                    if note is not None or item.defect is not None:  # type: ignore[union-attr]
-                        _event_defect(item, note, options, stats)  # type: ignore[arg-type]
-                    for session in feed(item):  # type: ignore[arg-type]
+                    if note is not None or item.defect is not None:
+                        _event_defect(item, note, options, stats)
+                    for session in feed(item):
                         yield from _documents(session, dataset, options, stats)
                 else:
                     if note is not None:

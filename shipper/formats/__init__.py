@@ -35,7 +35,7 @@ class Format(Protocol):
 
 
 EXCERPT_CHARS = 160
-_AUTH_ARG = re.compile(r"(\bAUTH\s+\S+\s+)\S+", re.I)
+_AUTH_ARG = re.compile(r"(\bAUTH\s+\S+\s+)\S+", re.IGNORECASE)
 
 
 def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:

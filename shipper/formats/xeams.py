@@ -33,12 +33,12 @@ _LINE = re.compile(
     r"((?:[SC] (?:<--|-->) ?)?)"
     r"(\d{3}(?:[ -]|$))?"
 )
-_CONNECT = re.compile(r"\*+\s*New\s+(\(secure\)\s+)?connection\s+(to|from)\s*:?\s*(.*?)\s*$", re.I)
-_TERMINATE = re.compile(r"~+\s*Connection\s+Terminated\b", re.I)
+_CONNECT = re.compile(r"\*+\s*New\s+(\(secure\)\s+)?connection\s+(to|from)\s*:?\s*(.*?)\s*$", re.IGNORECASE)
+_TERMINATE = re.compile(r"~+\s*Connection\s+Terminated\b", re.IGNORECASE)
 _SESSION_ID = re.compile(r"\[\s*(\d+)\s*\]")
 # Untagged lines are commands only when they start with an SMTP verb (RFC 5321 §4.1, 3030, 4954, 3207).
 _VERBS = frozenset(
-    "EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY EXPN HELP STARTTLS AUTH".split()
+    ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH"]
 )
 
 _FILE_DIRECTIONS = (

@@ -54,7 +54,8 @@ def test_no_null_values_anywhere() -> None:
 def test_reason_only_when_not_delivered_and_classifier_is_used() -> None:
     """A passed classifier decides smtp.reason; delivered documents carry none."""
     class Always:
-        calls: list[tuple[Any, ...]] = []
+        def __init__(self) -> None:
+            self.calls: list[tuple[Any, ...]] = []
 
         def classify(self, *args: Any) -> str:
             self.calls.append(args)

@@ -14,7 +14,7 @@ from shipper import formats
 from shipper.conversation import SessionAssembler
 from shipper.documents import build_documents, document_id
 from shipper.inputs import iter_lines
-from shipper.model import Defect, Direction, Event, Verdict
+from shipper.model import Defect, Direction, Verdict
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 VALID = (GOLDEN / "interleaved-sessions.log").read_bytes() + (
