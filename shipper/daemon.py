@@ -243,7 +243,11 @@ class Daemon:
         self._last_status_file = 0.0
         self._last_status_log = time.monotonic()
         self._paused_logged = False
+        self._pause_said = -1e9
         self.sender: Sender | None = None
+        # For bench/tail_latency_bench.py: "<session id> <wall time of acknowledgement>" lines.
+        ack_log = os.environ.get("SMTP_SHIPPER_ACK_LOG")
+        self._ack_log = open(ack_log, "a", encoding="utf-8") if ack_log else None  # noqa: SIM115
         self._classifier: Any = None
 
     # -- set-up ------------------------------------------------------------------------------
@@ -329,11 +333,16 @@ class Daemon:
         buffered = self.inflight_bytes + self.open_bytes
         self.max_buffered_seen = max(self.max_buffered_seen, buffered)
         paused = buffered >= self.settings.pipeline.max_buffered_bytes
-        if paused and not self._paused_logged:
-            log.warning("reading paused: %d bytes wait for OpenSearch (pipeline.max_buffered_bytes=%d)",
-                        buffered, self.settings.pipeline.max_buffered_bytes)
-        elif not paused and self._paused_logged:
-            log.info("reading resumed")
+        if paused != self._paused_logged:
+            # Said at most every 30 s: while catching up, reading pauses and resumes constantly.
+            now = time.monotonic()
+            if now - self._pause_said >= 30:
+                self._pause_said = now
+                if paused:
+                    log.warning("reading paused: %d bytes wait for OpenSearch (pipeline.max_buffered_bytes=%d)",
+                                buffered, self.settings.pipeline.max_buffered_bytes)
+                else:
+                    log.info("reading resumed")
         self._paused_logged = paused
         return paused
 
@@ -465,6 +474,9 @@ class Daemon:
         self.shipped_times.append((w.acked, len(w.docs)))
         self.last_lag = w.acked - w.created
         now = time.time()
+        if self._ack_log is not None:
+            self._ack_log.write("".join(f"{d.get('smtp', {}).get('session_id')} {now:.4f}\n" for d in w.docs))
+            self._ack_log.flush()
         for inp in self.inputs:
             for f, _, _ in w.positions:
                 if f in inp.follower.files or f in inp.last_shipped:
@@ -659,6 +671,8 @@ class Daemon:
             inp.follower.close()
         log.info("stopped: %s", ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "nothing shipped")
         self.notifier.close()
+        if self._ack_log is not None:
+            self._ack_log.close()
 
 
 def _flush_idle(assembler: Any, idle: float) -> list[Any]:
