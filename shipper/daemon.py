@@ -85,7 +85,6 @@ class InputState:
         self.follower = follow.Follower(
             spec.paths, spec.exclude, start_at=spec.start_at, checkpoint_lookup=self._lookup)
         self.store = store
-        self.replay: dict[follow.TrackedFile, tuple[int, frozenset[str]]] = {}
         self.open: dict[str, OpenSession] = {}  # session id → where its lines are
         self.defects: Counter[follow.TrackedFile] = Counter()
         self.last_shipped: dict[follow.TrackedFile, float] = {}
@@ -95,7 +94,7 @@ class InputState:
         if cp is None:
             return None
         if cp.replay_until > cp.offset:
-            self.replay[f] = (cp.replay_until, frozenset(cp.replay_sessions))
+            f.replay = (cp.replay_until, frozenset(cp.replay_sessions))
         return cp.offset
 
     def describe(self) -> str:
@@ -357,10 +356,10 @@ class Daemon:
             nbytes += len(line.raw)
             raw = line.raw[:-1] if line.raw.endswith(b"\n") else line.raw
             ev = parse(raw, line.offset, line.file.label)
-            replay = inp.replay.get(line.file)
+            replay = line.file.replay
             if replay is not None:
                 if line.offset >= replay[0]:
-                    del inp.replay[line.file]
+                    line.file.replay = None
                 elif isinstance(ev, Defect) or ev.session_id not in replay[1]:
                     continue  # already shipped before the restart
             if isinstance(ev, Defect):

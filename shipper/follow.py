@@ -87,6 +87,9 @@ class TrackedFile:
         self.deleted = False
         self.finished = False  # rotated away and drained: nothing more will come
         self.truncations = 0
+        # Set by the daemon from the checkpoint: (replay_until, session ids to re-feed); lines
+        # before replay_until of other sessions were shipped before a restart.
+        self.replay: tuple[int, frozenset[str]] | None = None
 
     @property
     def key(self) -> FileKey:
@@ -238,6 +241,7 @@ class Follower:
 
     def _restart(self, f: TrackedFile, st: os.stat_result) -> None:
         f.truncations += 1
+        f.replay = None  # positions in the old content mean nothing in the new one
         f.offset = 0
         f.pending = b""
         f.size = st.st_size
