@@ -53,6 +53,9 @@ def export(settings: Any, directory: Path) -> list[Path]:
     except ModuleNotFoundError:
         return written
     written.extend(Path(p) for p in dashboards.export(settings, directory))
+    from shipper import monitors
+
+    written.extend(Path(p) for p in monitors.export(settings, directory))
     return written
 
 
