@@ -69,7 +69,8 @@ class StepReport:
 class Step(Protocol):
     """One idempotent installation step (see the module docstring)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...  # a plain attribute satisfies this too
 
     def run(self, *, dry_run: bool) -> StepReport: ...
 

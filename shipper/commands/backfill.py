@@ -20,8 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from shipper import config
-from shipper.errors import ConfigError, ExitStatus, InputError, ShipperError, StrictParseError
-from shipper.inputs import STDIN, ParseOptions, ParseStats, expand_paths, iter_documents, resolve_zone
+from shipper.errors import (
+    ConfigError,
+    ExitStatus,
+    InputError,
+    ShipperError,
+    StrictParseError,
+)
+from shipper.inputs import (
+    STDIN,
+    ParseOptions,
+    ParseStats,
+    expand_paths,
+    iter_documents,
+    resolve_zone,
+)
 from shipper.model import Direction
 from shipper.opensearch import (
     BulkItem,
@@ -250,8 +263,10 @@ def summary(stats: ParseStats, result: ShipResult, elapsed: float, dead_path: Pa
     rate = total / elapsed if elapsed > 0 else 0.0
     lines = [
         f"backfill: {total} documents from {stats.sessions} sessions ({verdicts}) in {format_duration(elapsed)} ({rate:,.0f} documents/s)",
-        f"indexed {result.acknowledged}, dead-lettered {result.dead_lettered}, re-sent {result.retried}, "
-        f"{stats.defects} defects in {stats.lines} lines",
+        (
+            f"indexed {result.acknowledged}, dead-lettered {result.dead_lettered}, re-sent {result.retried}, "
+            f"{stats.defects} defects in {stats.lines} lines"
+        ),
     ]
     if result.dead_lettered:
         lines.append(f"refused documents are in {dead_path}")

@@ -89,11 +89,11 @@ def local_time(value: str | None, tz: dt.tzinfo | None = None) -> str:
     if not value:
         return "?"
     try:
-        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        when = dt.datetime.fromisoformat(value)  # Python >= 3.11 reads "Z" and offsets
     except ValueError:
         return value
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
+        when = when.replace(tzinfo=dt.UTC)
     return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     os_settings = settings.opensearch
     if args.limit < 1:
         raise UsageError("--limit must be at least 1")
-    since = parse_since(args.since, dt.datetime.now(dt.timezone.utc)) if args.since else None
+    since = parse_since(args.since, dt.datetime.now(dt.UTC)) if args.since else None
     query = build_query(args.address, since=since, verdict=args.verdict)
     client = make_client(os_settings)
     with translate_errors(os_settings, "search"):

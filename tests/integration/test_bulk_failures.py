@@ -85,9 +85,9 @@ class RewritingProxy(http.server.BaseHTTPRequestHandler):
     forwarded, as a node that rejects them would not index them)."""
 
     upstream: str = ""
-    state: dict = {}
+    state: dict  # set per test by the fixture
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         with self.state["lock"]:
             self.state["requests"] += 1
@@ -109,7 +109,7 @@ class RewritingProxy(http.server.BaseHTTPRequestHandler):
                 forward.append(action + b"\n" + source + b"\n")
         answers = iter([])
         if forward:
-            status, data = self.upstream_call(self.path, b"".join(forward))
+            _, data = self.upstream_call(self.path, b"".join(forward))
             answers = iter(json.loads(data).get("items", []))
         items = []
         for i in range(len(pairs)):

@@ -43,7 +43,7 @@ def test_setup_twice_is_idempotent(capsys, opensearch, opensearch_url, index_pre
     steps = step_lines(first, index_prefix)
     assert 4 == len(steps)
     assert 3 == sum(line.endswith(": created") for line in steps)
-    ism = [line for line in steps if "ISM policy" in line][0]
+    ism = next(line for line in steps if "ISM policy" in line)
     assert "skipped (retention not managed: Index Management plugin not installed)" in ism or ism.endswith("created")
     before = opensearch.indices.get_index_template(name=index_prefix)
 
@@ -94,7 +94,7 @@ def test_two_prefixes_share_a_cluster(capsys, opensearch, opensearch_url, index_
         for index in (f"{index_prefix}-2024.03.21", f"{other}-2024.03.21"):
             mapping = next(iter(opensearch.indices.get_mapping(index=index).values()))["mappings"]
             assert "strict" == mapping["dynamic"]
-        code, lines, _ = setup(capsys, opensearch_url, index_prefix)
+        _, lines, _ = setup(capsys, opensearch_url, index_prefix)
         assert all(line.endswith("unchanged") or "skipped" in line for line in step_lines(lines, index_prefix))
         assert opensearch.indices.exists_index_template(name=other)
     finally:
@@ -121,7 +121,7 @@ def test_unreachable_cluster_is_exit_5_without_traceback(capsys):
 class _Answer(http.server.BaseHTTPRequestHandler):
     status = 401
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         body = b'{"error":{"root_cause":[{"type":"security_exception","reason":"no permissions"}],"type":"security_exception","reason":"no permissions"},"status":%d}' % self.status
         self.send_response(self.status)
         self.send_header("Content-Type", "application/json")

@@ -33,7 +33,7 @@ def loaded(capsys, opensearch_url, index_prefix, tmp_path):
 
     def trace(*args: str) -> tuple[int, str]:
         code = main(["trace", *args, *common])
-        out, err = capsys.readouterr()
+        out, _ = capsys.readouterr()
         return code, out
 
     return trace
@@ -43,12 +43,12 @@ def test_the_seed_question_in_one_command(loaded):
     """"I sent it — did the other side take it?": yes, 250 2.0.0, from Google's 142.251.171.26."""
     code, out = loaded("synametrics@gmail.com")
     assert 0 == code
-    header, row = out.splitlines()
+    _, row = out.splitlines()
     assert row.startswith("2024-03-21 11:39:49  out  support@synametrics.com → synametrics@gmail.com  142.251.171.26  delivered  250 2.0.0")
 
 
 def test_newest_first_case_insensitive_with_verdicts(loaded):
-    code, out = loaded("BOB@example.COM", "--json")
+    _, out = loaded("BOB@example.COM", "--json")
     docs = [json.loads(line) for line in out.splitlines()]
     assert ["deferred", "rejected", "delivered"] == [d["smtp"]["verdict"] for d in docs]
     assert ["451", "550", "250"] == [d["smtp"]["reply"]["code"] for d in docs]

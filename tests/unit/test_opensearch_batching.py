@@ -12,7 +12,13 @@ import opensearchpy
 import pytest
 
 from shipper.errors import ConnectionFailed, RequestRefused
-from shipper.opensearch import BulkItem, BulkShipper, ShippingStopped, backoff_delay, batches
+from shipper.opensearch import (
+    BulkItem,
+    BulkShipper,
+    ShippingStopped,
+    backoff_delay,
+    batches,
+)
 
 
 def item(n: int, size: int = 10) -> BulkItem:
@@ -21,7 +27,7 @@ def item(n: int, size: int = 10) -> BulkItem:
 
 
 def settings(**bulk) -> SimpleNamespace:
-    defaults = dict(max_docs=3, max_bytes=10_000, compression=False, max_retries=3, initial_backoff=0.5, max_backoff=60)
+    defaults = {"max_docs": 3, "max_bytes": 10_000, "compression": False, "max_retries": 3, "initial_backoff": 0.5, "max_backoff": 60}
     defaults.update(bulk)
     return SimpleNamespace(hosts=("http://127.0.0.1:1",), index_prefix="p", bulk=SimpleNamespace(**defaults))
 

@@ -47,9 +47,8 @@ def test_connection_refused_is_clear_and_secret_free():
     port = closed_port()
     settings = OpenSearchSettings(hosts=(f"http://bob:{SECRET}@127.0.0.1:{port}",), timeout=2)
     client = make_client(settings)
-    with pytest.raises(ConnectionFailed) as caught:
-        with translate_errors(settings, "setup"):
-            client.info()
+    with pytest.raises(ConnectionFailed) as caught, translate_errors(settings, "setup"):
+        client.info()
     message = str(caught.value)
     assert f"cannot reach OpenSearch at http://127.0.0.1:{port}: connection refused" in message
     assert SECRET not in message and "bob" not in message

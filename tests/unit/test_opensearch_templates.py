@@ -14,7 +14,7 @@ PRODUCT = Path("/work/shared/PRODUCT.md")
 
 
 def bodies(prefix: str = "smtp-deliveries", **kw):
-    args = dict(replicas=0, refresh_interval="5s", retention_days=90)
+    args = {"replicas": 0, "refresh_interval": "5s", "retention_days": 90}
     args.update(kw)
     return rendered_bodies(prefix, **args)
 
@@ -33,7 +33,7 @@ def test_mapping_types_every_product_field():
     """Each field of PRODUCT.md's table has exactly the type the table names."""
     mapping = bodies()["mappings"]["template"]["mappings"]
     fields = flatten(mapping["properties"])
-    table = re.findall(r"^\| `([^|]+)` \| ([^|]+) \|", PRODUCT.read_text(), re.M) if PRODUCT.exists() else []
+    table = re.findall(r"^\| `([^|]+)` \| ([^|]+) \|", PRODUCT.read_text(), re.MULTILINE) if PRODUCT.exists() else []
     expected: dict[str, str] = {}
     for names_cell, types_cell in table:
         field_names = re.findall(r"[@\w.]+", names_cell.replace("`", ""))

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import io
 
-from shipper.progress import Progress, Snapshot, format_bar, format_bytes, format_duration, format_line
+from shipper.progress import (
+    Progress,
+    Snapshot,
+    format_bar,
+    format_bytes,
+    format_duration,
+    format_line,
+)
 
 
 def test_bar_shows_fraction_sizes_rate_and_eta():

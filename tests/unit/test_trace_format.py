@@ -6,9 +6,16 @@ import datetime as dt
 
 import pytest
 
-from shipper.commands.trace import UsageError, build_query, empty_message, format_table, format_transcript, parse_since
+from shipper.commands.trace import (
+    UsageError,
+    build_query,
+    empty_message,
+    format_table,
+    format_transcript,
+    parse_since,
+)
 
-NOW = dt.datetime(2024, 3, 21, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2024, 3, 21, 12, 0, tzinfo=dt.UTC)
 
 DOC = {
     "@timestamp": "2024-03-21T11:39:49.869Z",
@@ -31,7 +38,7 @@ DOC = {
         ("7d", NOW - dt.timedelta(days=7)),
         ("30m", NOW - dt.timedelta(minutes=30)),
         ("2w", NOW - dt.timedelta(weeks=2)),
-        ("2024-03-01T00:00+00:00", dt.datetime(2024, 3, 1, tzinfo=dt.timezone.utc)),
+        ("2024-03-01T00:00+00:00", dt.datetime(2024, 3, 1, tzinfo=dt.UTC)),
     ],
 )
 def test_parse_since(text, expected):
@@ -69,12 +76,12 @@ def test_table_row_in_given_zone_with_reply_cut_short():
 def test_failed_attempt_without_reply_and_null_sender():
     doc = {"@timestamp": "2024-03-21T11:00:00Z", "smtp": {"verdict": "failed", "stage": "rcpt", "direction": "inbound"},
            "email": {"from": {"address": ""}, "to": {"address": "a@b.c"}}}
-    line = format_table([doc], tz=dt.timezone.utc).splitlines()[1]
+    line = format_table([doc], tz=dt.UTC).splitlines()[1]
     assert "<> → a@b.c" in line and "failed" in line and "(no reply; broke off at rcpt)" in line
 
 
 def test_transcript_block_and_empty_message():
-    block = format_transcript(DOC, tz=dt.timezone.utc)
+    block = format_transcript(DOC, tz=dt.UTC)
     assert "session 7054286" in block and "EHLO mail.synametrics.com" in block
     assert "no deliveries found for x@y.z since 7d" == empty_message("x@y.z", "7d", None, "p")
     assert "no rejected deliveries found for x@y.z in any p-* index" == empty_message("x@y.z", None, "rejected", "p")
