@@ -104,7 +104,8 @@ class Progress:
         self._last = now
         if self.tty:
             width = self._width or _terminal_width(self.stream)
-            self.stream.write("\r" + format_bar(self.snapshot, width - 1))
+            # padded: a shorter line must not leave the end of the previous one on screen
+            self.stream.write("\r" + format_bar(self.snapshot, width - 1).ljust(width - 1))
             self._drawn = True
         else:
             self.stream.write(format_line(self.snapshot) + "\n")
@@ -113,7 +114,7 @@ class Progress:
     def finish(self) -> None:
         if self.tty and self._drawn:
             width = self._width or _terminal_width(self.stream)
-            self.stream.write("\r" + format_bar(self.snapshot, width - 1) + "\n")
+            self.stream.write("\r" + format_bar(self.snapshot, width - 1).ljust(width - 1) + "\n")
             self.stream.flush()
 
 
