@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     progress = None if args.no_progress else Progress(sum(sizes.values()))
     shipper = BulkShipper(client, settings, dead_path)
     started = time.monotonic()
-    use_worker = not args.no_worker and "fork" in mp.get_all_start_methods()
+    # multiprocessing gives a worker /dev/null for stdin, so `-` is parsed here
+    use_worker = not args.no_worker and "fork" in mp.get_all_start_methods() and STDIN not in files
     with translate_errors(os_settings, "bulk"):
         ship = _ship_with_worker if use_worker else _ship_in_process
         stats, result = ship(files, options, sizes, shipper, progress)

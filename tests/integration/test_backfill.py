@@ -143,3 +143,14 @@ def test_missing_file_is_exit_4(capsys, tmp_path):
     code = main(["backfill", str(tmp_path / "nope.log"), "--opensearch", "http://127.0.0.1:9"])
     assert 4 == code
     assert "no such file" in capsys.readouterr().err
+
+
+def test_stdin_is_read(cli, opensearch, index_prefix, monkeypatch):
+    """`backfill -` reads standard input (in this process: a worker would get /dev/null)."""
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(mixed_log().encode())))
+    code, out, err = cli("backfill", "--no-progress", "-")
+    assert 0 == code, err
+    assert "indexed 5," in out
+    assert 5 == count(opensearch, index_prefix)

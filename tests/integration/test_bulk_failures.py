@@ -164,3 +164,13 @@ def test_429_items_and_503_requests_are_retried_until_all_arrive(opensearch, ins
     assert result.retried >= len(state["rejected_once"])
     assert 100 == count(opensearch, index_prefix)
     assert not (tmp_path / "dead.ndjson").exists()
+
+
+def test_gzip_request_bodies(opensearch, installed, opensearch_url, index_prefix, tmp_path):
+    """opensearch.bulk.compression: true sends gzip bodies; the node indexes them all the same."""
+    s = settings(opensearch_url, index_prefix, compression=True)
+    client = make_client(s.opensearch)
+    assert client.transport.connection_pool.connections[0].http_compress
+    result = BulkShipper(client, s, tmp_path / "dead.ndjson").ship(doc(n) for n in range(25))
+    assert (25, 0) == (result.acknowledged, result.dead_lettered)
+    assert 25 == count(opensearch, index_prefix)
