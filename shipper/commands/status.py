@@ -29,8 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _age(iso: str | None) -> str:
     if not iso:
         return "never"
-    t = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    secs = (dt.datetime.now(dt.timezone.utc) - t).total_seconds()
+    t = dt.datetime.fromisoformat(iso)
+    secs = (dt.datetime.now(dt.UTC) - t).total_seconds()
     return f"{secs:.0f}s ago" if secs < 120 else f"{secs / 60:.0f}m ago"
 
 
