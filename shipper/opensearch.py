@@ -128,10 +128,19 @@ def make_client(opensearch_settings: Any, **overrides: Any) -> OpenSearch:
         "retry_on_status": (),
         "retry_on_timeout": len(hosts) > 1,
     }
+    _quiet_library_logger()
     if not verify and any(h["use_ssl"] for h in hosts):
         log.warning("opensearch.verify_certs is false: the server's TLS certificate is not checked")
     kwargs.update(overrides)
     return OpenSearch(**kwargs)
+
+
+def _quiet_library_logger() -> None:
+    """opensearch-py logs every failed request as a WARNING with a traceback; we explain the
+    failure ourselves in one line, so its records are shown only when debugging (-vv)."""
+    library = logging.getLogger("opensearch")
+    if library.level == logging.NOTSET and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        library.setLevel(logging.ERROR)
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -185,7 +194,11 @@ def describe_exception(exc: Exception, where: str, action: str = "") -> ShipperE
                 hint="set opensearch.ca_certs to the CA bundle that signed the server's certificate "
                 "(or, not recommended, opensearch.verify_certs: false)",
             )
-        return ConnectionFailed(f"cannot reach OpenSearch at {where}: {_connection_reason(exc)}{doing}")
+        reason = _connection_reason(exc)
+        hint = None
+        if reason in ("connection refused", "host name could not be resolved"):
+            hint = "is OpenSearch running there? Set opensearch.hosts (or --opensearch URL); the local node starts with deploy/opensearch-local/start"
+        return ConnectionFailed(f"cannot reach OpenSearch at {where}: {reason}{doing}", hint=hint)
     if isinstance(exc, opensearchpy.AuthenticationException):
         return ConnectionFailed(
             f"OpenSearch at {where} refused the credentials (401 Unauthorized){doing}",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -126,14 +128,18 @@ def test_missing_template_says_run_setup(capsys, opensearch_url, opensearch, tmp
     assert {} == opensearch.indices.get(index=f"{prefix}-*", allow_no_indices=True, ignore_unavailable=True)
 
 
-def test_closed_port_is_exit_5_without_traceback(capsys, tmp_path):
+def test_closed_port_is_exit_5_without_traceback(tmp_path):
+    """Run as a user would (a real process, real logging set-up): one message, no traceback."""
     log = tmp_path / "x.log"
     log.write_text(mixed_log())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = main(["backfill", "--no-progress", str(log), "--opensearch", f"http://127.0.0.1:{port}"])
-    err = capsys.readouterr().err
+    done = subprocess.run(
+        [sys.executable, "-m", "shipper", "backfill", "--no-progress", str(log), "--opensearch", f"http://127.0.0.1:{port}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    code, err = done.returncode, done.stderr
     assert 5 == code
     assert f"cannot reach OpenSearch at http://127.0.0.1:{port}: connection refused" in err
     assert "Traceback" not in err
