@@ -203,6 +203,7 @@ def main() -> int:
     body_bytes = sum(len(b) for b in bodies)
     del items
 
+    shipper_log: list[str] = []
     try:
         install(ship_settings, client)
         install(ceil_settings, client)
@@ -214,11 +215,12 @@ def main() -> int:
         env["SMTP_SHIPPER_STATE_DIR"] = str(OUT / "state")
         cfg = OUT / "bench-config.yml"
         cfg.write_text(f"opensearch:\n  bulk:\n    max_docs: {bulk.max_docs}\n", encoding="utf-8")
-        command = [sys.executable, "-m", "shipper", "backfill", "--no-progress", "--no-refresh", "--timezone", "UTC",
+        command = [sys.executable, "-m", "shipper", "-v", "backfill", "--no-progress", "--no-refresh", "--timezone", "UTC",
                    "--host-name", "bench", "--config", str(cfg), "--opensearch", args.url,
                    "--index-prefix", shipper_prefix, str(log_path)]
         def run_shipper():
-            return measure("shipper (backfill)", pid, lambda: subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL))
+            return measure("shipper (backfill)", pid, lambda: shipper_log.append(
+                subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).stderr))
 
         def run_ceiling():
             return measure("ceiling (minimal loader)", pid, lambda: minimal_loader(args.url, bodies))
@@ -244,6 +246,9 @@ def main() -> int:
     for m in (ship, ceil):
         print(f"{m['label']:26} {m['wall']:8.1f} {ndocs / m['wall']:9.0f} {log_bytes / 2**20 / m['wall']:10.2f} "
               f"{m['client_cpu']:13.1f} {m['node_cpu']:11.1f}")
+    worker = [line for text in shipper_log for line in text.splitlines() if "parser worker" in line]
+    if worker:
+        print(f"of the shipper's CPU: {worker[0].split(': ', 1)[1]}")
     print(f"indexed: shipper {shipped}, ceiling {ceiled}")
     print(f"shipper / ceiling = {ceil['wall'] / ship['wall'] * 100:.0f}% (target >= 90%)")
     return 0 if shipped == ceiled == ndocs else 1

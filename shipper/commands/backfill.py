@@ -8,9 +8,11 @@ thread has a bulk request in flight (``PipelinedShipper``).
 from __future__ import annotations
 
 import argparse
+import logging
 import multiprocessing as mp
 import os
 import queue
+import resource
 import signal
 import struct
 import sys
@@ -48,6 +50,8 @@ from shipper.opensearch import (
 )
 from shipper.progress import Progress, format_duration
 from shipper.setup import names, template_installed
+
+log = logging.getLogger(__name__)
 
 DEAD_LETTER_FILE = "dead-letter.ndjson"  # the daemon's name too: one file per state_dir
 
@@ -205,7 +209,8 @@ def _produce(out: Any, files: list[str], options: ParseOptions, sizes: dict[str,
         if batch:
             out.put(("batch", batch, (pos, stats.sessions, sum(stats.documents.values()))))
         del stats.kept_defects[20:]  # only the first is shown; keep the message small
-        out.put(("done", stats))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        out.put(("done", stats, usage.ru_utime + usage.ru_stime))
     except ShipperError as exc:
         out.put(("error", (type(exc).__name__, exc.message, exc.hint)))
     except BaseException:  # noqa: BLE001 - reported by the parent, with the traceback
@@ -244,6 +249,7 @@ def _ship_with_worker(
                 if progress is not None:
                     progress.update(pos, sessions, documents)
             elif kind == "done":
+                log.info("parser worker: %.1f CPU seconds (parse and serialise)", message[2])
                 return message[1], result
             elif kind == "error":
                 name, text, hint = message[1]
