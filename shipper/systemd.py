@@ -81,7 +81,9 @@ class Notifier:
         return self.notify(**fields)
 
     def reloading(self) -> bool:
-        return self.notify(RELOADING=1)
+        # MONOTONIC_USEC lets systemd (>= 253) match the reload to its request (sd_notify(3)).
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.notify(RELOADING=1, MONOTONIC_USEC=usec)
 
     def watchdog(self, now: float | None = None) -> bool:
         """Ping the watchdog if half of WatchdogSec has passed since the last ping."""

@@ -111,3 +111,17 @@ def test_terminal_logging_has_timestamp():
     out = _emit({}, logging.INFO, "hi")
     assert out.endswith("INFO shipper.x: hi\n")
     assert out[:4].isdigit()
+
+
+def test_reloading_carries_monotonic_usec(notify_socket):
+    """RELOADING=1 comes with MONOTONIC_USEC (CLOCK_MONOTONIC, µs), as systemd ≥ 253 expects."""
+    import time
+
+    path, sock = notify_socket
+    n = systemd.Notifier({"NOTIFY_SOCKET": path})
+    before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    assert n.reloading()
+    lines = sock.recv(200).decode().splitlines()
+    assert lines[0] == "RELOADING=1"
+    assert lines[1].startswith("MONOTONIC_USEC=") and int(lines[1].split("=")[1]) >= before
+    n.close()
