@@ -12,7 +12,7 @@ import argparse
 
 import yaml
 
-from shipper import config
+from shipper import config, reasons
 from shipper.errors import ExitStatus
 
 
@@ -52,6 +52,10 @@ def summary(settings: config.Settings) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     settings = config.settings_from_args(args, check_files=not args.no_file_checks, log_warnings=False)
+    if not args.no_file_checks and settings.reasons.rules_files:
+        # Rule files are data the daemon compiles at start: a bad regex or an unknown reason must
+        # surface here, before `run` starts (raises ConfigError naming file, rule and key).
+        reasons.Classifier.from_files(settings.reasons.rules_files)
     print(f"OK: {settings.source or 'no configuration file, built-in defaults'}")
     for line in summary(settings):
         print(f"  {line}")
