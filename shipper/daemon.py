@@ -111,7 +111,13 @@ def _assembler_args(spec: Any, fmt: Any) -> dict[str, Any]:
     params = inspect.signature(conversation.SessionAssembler).parameters
     args: dict[str, Any] = {}
     if "direction" in params:
-        args["direction"] = None if spec.direction == "auto" else Direction(spec.direction)
+        if spec.direction == "auto":
+            # As `parse`/`backfill` do: what the file name says (SMTPOutboundConversation* →
+            # outbound), else None and the assembler decides per session from its content.
+            names = {fmt.direction_from_name(p) for p in spec.paths}
+            args["direction"] = names.pop() if len(names) == 1 else None
+        else:
+            args["direction"] = Direction(spec.direction)
     if "tz" in params:
         from zoneinfo import ZoneInfo
 
@@ -355,6 +361,12 @@ class Daemon:
         for line in lines:
             nbytes += len(line.raw)
             raw = line.raw[:-1] if line.raw.endswith(b"\n") else line.raw
+            if not raw.strip():
+                continue  # blank lines are no defect (as in shipper.inputs.iter_lines)
+            if line.cut:
+                inp.defects[line.file] += 1
+                self.counters["defects"] += 1
+                log.debug("%s:%d: line longer than %d bytes (cut)", line.file.label, line.offset, len(raw))
             ev = parse(raw, line.offset, line.file.label)
             replay = line.file.replay
             if replay is not None:

@@ -33,6 +33,8 @@ READ_CHUNK = 256 * 1024
 # finished: its last line is consumed even without a newline (a writer that still held the old
 # file open had time to finish it).
 FINISH_AFTER_SECONDS = 2.0
+# Longer lines are cut here and the rest skipped, never held in memory (as shipper.inputs does).
+MAX_LINE = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Line:
     file: TrackedFile
     raw: bytes
     offset: int
+    cut: bool = False  # longer than max_line: these are its first max_line bytes, the rest is dropped
 
 
 class TrackedFile:
@@ -82,6 +85,7 @@ class TrackedFile:
         self.fingerprint, self.fp_len = fingerprint_of(fd, st.st_size)
         self.offset = offset  # byte offset after the last complete line handed out
         self.pending = b""  # bytes after ``offset`` read but not yet a complete line
+        self.skipping = False  # inside the dropped rest of an over-long line
         self.last_growth = time.monotonic()
         self.gone_since: float | None = None  # monotonic time it left the globs/was deleted
         self.deleted = False
@@ -151,7 +155,9 @@ class Follower:
         start_at: str = "beginning",
         checkpoint_lookup: CheckpointLookup | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_line: int = MAX_LINE,
     ) -> None:
+        self.max_line = max_line
         self.paths = list(paths)
         self.exclude = list(exclude)
         self.start_at = start_at
@@ -299,16 +305,34 @@ class Follower:
             f.size = max(f.size, pos)
             data = f.pending + chunk
             start = 0
+            if f.skipping:
+                nl = data.find(b"\n")
+                if nl < 0:
+                    f.offset += len(data)
+                    f.pending = b""
+                    continue
+                f.offset += nl + 1
+                start = nl + 1
+                f.skipping = False
             while True:
                 nl = data.find(b"\n", start)
                 if nl < 0:
                     break
                 raw = data[start:nl + 1]
-                lines.append(Line(f, raw, f.offset))
+                if len(raw) > self.max_line:
+                    lines.append(Line(f, raw[:self.max_line], f.offset, cut=True))
+                else:
+                    lines.append(Line(f, raw, f.offset))
                 f.offset += len(raw)
                 budget -= len(raw)
                 start = nl + 1
             f.pending = data[start:]
+            if len(f.pending) > self.max_line:
+                lines.append(Line(f, f.pending[:self.max_line], f.offset, cut=True))
+                f.offset += len(f.pending)
+                budget -= self.max_line
+                f.pending = b""
+                f.skipping = True
         self._maybe_finish(f)
         if f.finished and f.pending and budget > 0:
             # The file was rotated away and stopped growing: its cut last line is final.

@@ -141,25 +141,17 @@ class BackgroundWriter(threading.Thread):
 
 # --------------------------------------------------------------------------- expected documents
 def expected_ids(paths: Iterable[Path], host_name: str) -> list[str]:
-    """Ids of the documents of a whole-file parse of ``paths`` (in order, one assembler)."""
-    from shipper import documents, formats
-    from shipper.conversation import SessionAssembler
-    from shipper.model import Defect, Direction
+    """Ids of the documents of a whole-file parse of ``paths`` (``shipper.inputs.iter_documents``,
+    the same path as `smtp-shipper parse`), in order through one assembler."""
+    from zoneinfo import ZoneInfo
 
-    fmt = formats.get("xeams")
-    asm = SessionAssembler(direction=Direction.OUTBOUND)
-    sessions = []
-    for p in paths:
-        with open(p, "rb") as fh:
-            offset = 0
-            for raw in fh:
-                ev = fmt.parse_line(raw.rstrip(b"\n"), offset, str(p))
-                offset += len(raw)
-                if not isinstance(ev, Defect):
-                    sessions.extend(asm.feed(ev))
-    sessions.extend(asm.flush_all())
-    return [documents.document_id(d) for s in sessions
-            for d in documents.build_documents(s, host_name=host_name, dataset=fmt.dataset)]
+    from shipper import documents
+    from shipper.inputs import ParseOptions, ParseStats, iter_documents
+    from shipper.model import Direction
+
+    options = ParseOptions(direction=Direction.OUTBOUND, tz=ZoneInfo("UTC"), host_name=host_name)
+    docs = iter_documents([str(p) for p in paths], options, ParseStats())
+    return [documents.document_id(d) for d in docs]
 
 
 def indexed_docs(client: Any, prefix: str) -> list[dict[str, Any]]:

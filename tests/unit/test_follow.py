@@ -170,3 +170,30 @@ def test_empty_file_identity_then_growth(tmp_path, n):
         fh.write(b"r\n")
     assert _read(f) == [b"r\n"]
     assert f.files[0].fingerprint != ""
+
+
+def test_overlong_line_is_cut_and_its_rest_skipped(tmp_path):
+    """A line longer than max_line comes out cut (flagged) and is never held whole in memory;
+    the lines around it are intact and offsets stay byte-exact."""
+    p = tmp_path / "app.log"
+    long = b"x" * 5000
+    p.write_bytes(b"a\n" + long + b"\nb\n")
+    f = _follower(tmp_path, max_line=100)
+    f.poll()
+    lines = f.read(1 << 20)
+    assert [(x.raw, x.offset, x.cut) for x in lines] == [
+        (b"a\n", 0, False), (b"x" * 100, 2, True), (b"b\n", 5003, False)]
+
+
+def test_overlong_partial_line_is_cut_while_it_grows(tmp_path):
+    """An over-long line still being written is cut once past max_line; its tail is dropped
+    when it arrives, up to and including its newline."""
+    p = tmp_path / "app.log"
+    p.write_bytes(b"y" * 300)
+    f = _follower(tmp_path, max_line=100)
+    f.poll()
+    assert [(x.raw, x.cut) for x in f.read(1 << 20)] == [(b"y" * 100, True)]
+    assert f.files[0].pending == b""
+    with p.open("ab") as fh:
+        fh.write(b"y" * 50 + b"\nnext\n")
+    assert [(x.raw, x.offset) for x in f.read(1 << 20)] == [(b"next\n", 351)]
