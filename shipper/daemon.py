@@ -127,6 +127,23 @@ def _assembler_args(spec: Any, fmt: Any) -> dict[str, Any]:
     return args
 
 
+class LastError(logging.Handler):
+    """Remembers the last warning of the output (BulkShipper logs each failed round there while
+    it retries forever), for ``status`` and systemd's STATUS= line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.message: str | None = None
+        self.time: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.message = record.getMessage().splitlines()[0][:300]
+        except Exception:  # noqa: BLE001 — a logging handler must never raise
+            return
+        self.time = record.created
+
+
 class Sender(threading.Thread):
     """Ships Work items in order; puts them on ``done`` once acknowledged or dead-lettered."""
 
@@ -250,6 +267,7 @@ class Daemon:
         self._paused_logged = False
         self._pause_said = -1e9
         self.sender: Sender | None = None
+        self.last_error = LastError()
         # For bench/tail_latency_bench.py: "<session id> <wall time of acknowledgement>" lines.
         ack_log = os.environ.get("SMTP_SHIPPER_ACK_LOG")
         self._ack_log = open(ack_log, "a", encoding="utf-8") if ack_log else None  # noqa: SIM115
@@ -269,6 +287,7 @@ class Daemon:
             self.client = opensearch.make_client(self.settings.opensearch)
         shipper = opensearch.BulkShipper(
             self.client, self.settings, self.state_dir / DEAD_LETTER_FILE, max_retries=None, stop=self.abort)
+        logging.getLogger("shipper.opensearch").addHandler(self.last_error)
         self.sender = Sender(shipper, self.done, self.abort)
         self.sender.start()
         for inp in self.inputs:
@@ -619,9 +638,18 @@ class Daemon:
             "max_buffered_bytes": self.settings.pipeline.max_buffered_bytes,
             "paused": self._paused_logged,
             "in_flight_documents": sum(len(w.docs) for w in self.inflight),
-            "last_error": sender.last_error if sender else None,
-            "last_error_time": _iso(sender.last_error_time) if sender and sender.last_error_time else None,
+            **self._last_error(sender),
         }
+
+    def _last_error(self, sender: Sender | None) -> dict[str, Any]:
+        errors = [(self.last_error.time, self.last_error.message)]
+        if sender is not None:
+            errors.append((sender.last_error_time, sender.last_error))
+        when, text = max(((t, m) for t, m in errors if t is not None), default=(None, None))
+        # Shown for 10 minutes in the one-line status; status.json keeps it with its time.
+        recent = when is not None and time.time() - when < 600
+        return {"last_error": text, "last_error_time": _iso(when) if when else None,
+                "last_error_recent": recent}
 
     # -- reload and shutdown -----------------------------------------------------------------
     def _reload(self) -> None:
@@ -680,6 +708,7 @@ class Daemon:
         self._housekeeping(force=True)
         for inp in self.inputs:
             inp.follower.close()
+        logging.getLogger("shipper.opensearch").removeHandler(self.last_error)
         log.info("stopped: %s", ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "nothing shipped")
         self.notifier.close()
         if self._ack_log is not None:
@@ -731,6 +760,6 @@ def status_line(status: dict[str, Any]) -> str:
              f"lag {status['lag_seconds']:.1f} s"]
     if status.get("paused"):
         parts.append("reading paused (output behind)")
-    if status.get("last_error"):
+    if status.get("last_error") and status.get("last_error_recent", True):
         parts.append(f"last error {status['last_error'][:120]}")
     return ", ".join(parts)

@@ -3,7 +3,9 @@ lost, buffered data stays bounded, the shipper catches up."""
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,7 @@ from .test_daemon_support import (
     FaultProxy,
     TranscriptWriter,
     expected_ids,
+    indexed_docs,
     indexed_ids,
     read_status,
     wait_until,
@@ -51,6 +54,7 @@ def test_outage_pauses_reading_at_the_limit_and_catches_up(tmp_path, opensearch,
             time.sleep(0.5)
         st = read_status(state)
         assert st and st["paused"], st  # the writer outran the limit: reading is paused
+        assert "cannot reach OpenSearch" in (st["last_error"] or "") or "not accepted" in (st["last_error"] or ""), st
         assert log.stat().st_size - st["files"][0]["read_offset"] > LIMIT  # and the rest waits on disk
         proxy.down = False
         bg.stop()
@@ -95,3 +99,46 @@ def test_429_on_some_bulk_items_all_documents_arrive(tmp_path, opensearch, opens
     got = indexed_ids(opensearch, index_prefix)
     assert sorted(got) == sorted(expected)
     assert "429" in d.log_text() or "not accepted" in d.log_text()
+
+
+def test_deleted_file_is_released_after_the_grace_while_opensearch_is_down(
+        tmp_path, opensearch, opensearch_url, index_prefix):
+    """OpenSearch unreachable, the log file deleted: the daemon lets go of it after
+    pipeline.deleted_file_grace (logged, disk space returned); what it had read is still
+    shipped once OpenSearch is back."""
+    proxy = FaultProxy(opensearch_url)
+    proxy.down = True
+    log = tmp_path / "SMTPOutboundConversation.log"
+    writer = TranscriptWriter(log, tmp_path / "journal.log")
+    sids = [writer.write_session() for _ in range(5)]
+    writer.close()
+    cfg = write_config(tmp_path / "cfg.yml", url=proxy.url, prefix=index_prefix, state_dir=tmp_path / "s",
+                       inputs=[xeams_input(str(log))], deleted_file_grace=3)
+    d = DaemonProcess(cfg, tmp_path / "daemon.log")
+    try:
+        st = wait_until(lambda: (x := read_status(tmp_path / "s")) and x["files"] and
+                        x["files"][0]["read_offset"] == log.stat().st_size and x, 30, "the file to be read")
+        assert st["in_flight_documents"] == 5
+        log.unlink()
+
+        def holds_deleted() -> bool:
+            fds = Path(f"/proc/{d.pid}/fd")
+            for fd in os.listdir(fds):
+                try:
+                    if os.readlink(fds / fd) == f"{log} (deleted)":
+                        return True
+                except OSError:  # closed meanwhile
+                    pass
+            return False
+
+        assert wait_until(holds_deleted, 5, "the daemon to hold the deleted file")
+        wait_until(lambda: not holds_deleted(), 20, "the deleted file to be released")
+        assert "not acknowledged yet (pipeline.deleted_file_grace)" in d.log_text()
+        proxy.down = False
+        wait_until(lambda: len(indexed_ids(opensearch, index_prefix)) == 5, 60, "the 5 documents")
+    finally:
+        rc = d.stop()
+        proxy.close()
+    assert rc == 0
+    got = {h["_source"]["smtp"]["session_id"] for h in indexed_docs(opensearch, index_prefix)}
+    assert got == set(sids)
