@@ -1,5 +1,5 @@
-"""kill -9 at random moments while a writer appends: after a final drain the index holds exactly
-the documents of a whole-file parse — none missing, none extra."""
+"""kill -9 at random moments while a writer appends (and rotates now and then): after a final
+drain the index holds exactly the documents of a whole-file parse — none missing, none extra."""
 
 from __future__ import annotations
 
@@ -35,10 +35,16 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, opense
     state = tmp_path / "state"
     cfg = write_config(tmp_path / "cfg.yml", url=opensearch_url, prefix=index_prefix, state_dir=state,
                        inputs=[xeams_input(str(tmp_path / "SMTPOutbound*.log"))])
+    rotated: list = []
     bg = BackgroundWriter(writer, interval=0.005, lines=4)
     bg.start()
     try:
         for i in range(rounds):
+            if i % 5 == 4:  # rename-and-create now and then: sessions span files, crashes hit both
+                with writer.lock:
+                    rotated.append(tmp_path / f"SMTPOutboundConversation-{len(rotated) + 1}.log")
+                    log.rename(rotated[-1])
+                    writer.reopen()
             d = DaemonProcess(cfg, tmp_path / "daemon.log")
             # Python start-up takes ~0.5 s; kill before, during and after the first shipments.
             time.sleep(rand.uniform(0.2, 2.0))
@@ -50,7 +56,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, opense
     writer.close()
     assert run_once(cfg, tmp_path / "daemon.log") == 0, (tmp_path / "daemon.log").read_text()[-3000:]
 
-    expected = expected_ids([log], HOST_NAME)
+    expected = expected_ids([*rotated, log], HOST_NAME)
     assert len(expected) == len(set(expected)) > 100
     got = indexed_ids(opensearch, index_prefix)
     dupes = [k for k, n in Counter(got).items() if n > 1]
