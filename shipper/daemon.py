@@ -578,6 +578,7 @@ class Daemon:
             for f in inp.follower.release(releasable):
                 log.info("%s (%s): finished and released", f.label, f.key.as_str())
                 inp.defects.pop(f, None)
+                inp.last_shipped.pop(f, None)
 
     def _housekeeping(self, force: bool = False) -> None:
         now = time.monotonic()
