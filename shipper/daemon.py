@@ -598,6 +598,9 @@ class Daemon:
             self._last_status_log = now
             log.info("%s; counters: %s", status_line(self.status()),
                      ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "none")
+            # Replies no reason rule matched: what users (and we) should write rules for.
+            if self._classifier is not None:
+                self._classifier.log_unmatched(log, limit=5)
 
     def status(self) -> dict[str, Any]:
         now_m = time.monotonic()
@@ -711,6 +714,8 @@ class Daemon:
             inp.follower.close()
         logging.getLogger("shipper.opensearch").removeHandler(self.last_error)
         log.info("stopped: %s", ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())) or "nothing shipped")
+        if self._classifier is not None:
+            self._classifier.log_unmatched(log)
         self.notifier.close()
         if self._ack_log is not None:
             self._ack_log.close()
