@@ -276,6 +276,15 @@ def test_rejected_search_filters_on_verdict_and_shows_reason(lines):
     assert "smtp.reason" in search["attributes"]["columns"]
 
 
+def test_reasons_chart_has_room_for_every_reason(lines):
+    """The closed vocabulary is small enough to chart whole: no reason may fall off the chart."""
+    from shipper.reasons import REASONS
+
+    vis = next(o for o in map(json.loads, lines) if o["id"].endswith("-vis-reasons"))
+    (reason_agg,) = [a for a in json.loads(vis["attributes"]["visState"])["aggs"] if a["params"].get("field") == "smtp.reason"]
+    assert reason_agg["params"]["size"] >= len(REASONS)
+
+
 def test_two_prefixes_render_disjoint_ids_and_patterns():
     one = [json.loads(x) for x in dashboards.render_ndjson("mail-a").splitlines()]
     two = [json.loads(x) for x in dashboards.render_ndjson("mail-b").splitlines()]
