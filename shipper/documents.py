@@ -8,6 +8,7 @@ A document is a plain JSON-ready dict of nested objects; absent values are omitt
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -28,96 +29,125 @@ def build_documents(session: Session, *, host_name: str, dataset: str,
                     classifier: _Classifier | None = None) -> list[dict[str, Any]]:
     """The documents of one session: one per recipient of each transaction; one per
     transaction that got no recipient; one for a session that never reached MAIL."""
+    shared = _Shared(session, host_name, dataset,
+                     classifier.classify if classifier is not None else reasons.classify)
     docs: list[dict[str, Any]] = []
-    transcript = "\n".join(session.lines)
+    append = docs.append
     for txn in session.transactions:
         if txn.recipients:
             for rcpt in txn.recipients:
-                docs.append(_document(session, transcript, host_name, dataset, classifier,
-                                      txn, rcpt.address, rcpt.outcome))
+                append(shared.document(txn, rcpt.address, rcpt.outcome))
         else:
-            docs.append(_document(session, transcript, host_name, dataset, classifier,
-                                  txn, None, txn.outcome))
+            append(shared.document(txn, None, txn.outcome))
     if not session.transactions:
         assert session.outcome is not None
-        docs.append(_document(session, transcript, host_name, dataset, classifier,
-                              None, None, session.outcome))
+        append(shared.document(None, None, session.outcome))
     return docs
 
 
-def _document(session: Session, transcript: str, host_name: str, dataset: str,
-              classifier: _Classifier | None, txn: Transaction | None,
-              recipient: str | None, outcome: Outcome) -> dict[str, Any]:
-    reply = outcome.reply
-    # aware datetimes sharing one tzinfo subtract as wall times (ignoring fold): go through UTC
-    delta = session.end.astimezone(UTC) - session.start.astimezone(UTC)
-    duration = max(0, (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
-    verdict = outcome.verdict
+class _Shared:
+    """What every document of one session has in common, computed once per session (time
+    zone conversions and ISO strings cost microseconds each; a session may have many
+    recipients). Each document still gets its own dicts: nothing mutable is shared."""
 
-    smtp: dict[str, Any] = {
-        "verdict": verdict.value,
-        "stage": outcome.stage.value,
-        "direction": session.direction.value,
-        "session_id": session.session_id,
-        "tls": session.tls,
-        "transcript": transcript,
-    }
-    if reply is not None:
-        smtp_reply = {"code": reply.code}
-        if reply.enhanced:
-            smtp_reply["enhanced"] = reply.enhanced
-        if reply.text:
-            smtp_reply["text"] = reply.text
-        smtp["reply"] = smtp_reply
-    if verdict is not Verdict.DELIVERED:
-        code, enhanced, text = ((reply.code, reply.enhanced, reply.text) if reply is not None
-                                else (None, None, None))
-        # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
-        classify = classifier.classify if classifier is not None else reasons.classify
-        smtp["reason"] = classify(code, enhanced, text, outcome.stage)
-    if txn is not None:
-        smtp["transaction"] = txn.index
-    if session.helo:
-        smtp["helo"] = session.helo
-    remote = {}
-    if session.remote_ip:
-        remote["ip"] = session.remote_ip
-    if session.remote_host:
-        remote["host"] = session.remote_host
-    if remote:
-        smtp["remote"] = remote
-    if session.extensions:
-        smtp["extensions"] = list(session.extensions)
-    if session.incomplete:
-        smtp["incomplete"] = True
+    __slots__ = ("classify", "dataset", "direction", "duration", "end", "extensions", "helo",
+                 "host_name", "incomplete", "ip", "offset", "path", "remote_host", "role",
+                 "session", "session_id", "start", "tls", "transcript")
 
-    doc: dict[str, Any] = {
-        "@timestamp": _iso(reply.timestamp if reply is not None else session.start),
-        "event": {
-            "start": _iso(session.start),
-            "end": _iso(session.end),
-            "duration": duration * 1000,
-            "dataset": dataset,
-            "outcome": verdict.outcome,
-        },
-        "smtp": smtp,
-        "log": {"file": {"path": session.path}, "offset": session.offset},
-        "host": {"name": host_name},
-    }
-    email: dict[str, Any] = {}
-    if txn is not None and txn.mail_from is not None:
-        email["from"] = {"address": txn.mail_from}
-    if recipient is not None:
-        email["to"] = {"address": recipient}
-        domain = recipient.rpartition("@")[2].lower()
-        if domain:
-            smtp["recipient_domain"] = domain
-    if email:
-        doc["email"] = email
-    if session.remote_ip:
-        role = "source" if session.direction is Direction.INBOUND else "destination"
-        doc[role] = {"ip": session.remote_ip}
-    return doc
+    def __init__(self, session: Session, host_name: str, dataset: str,
+                 classify: Callable[..., str]) -> None:
+        self.session = session
+        self.host_name = host_name
+        self.dataset = dataset
+        self.classify = classify
+        self.transcript = "\n".join(session.lines)
+        start, end = session.start, session.end
+        self.start = _iso(start)
+        self.end = self.start if end is start else _iso(end)
+        # aware datetimes sharing one tzinfo subtract as wall times (ignoring fold): go through UTC
+        delta = end.astimezone(UTC) - start.astimezone(UTC)
+        self.duration = max(0, (delta.days * 86_400 + delta.seconds) * 1_000_000
+                            + delta.microseconds) * 1000
+        self.direction = session.direction.value
+        self.session_id = session.session_id
+        self.tls = session.tls
+        self.helo = session.helo
+        self.ip = session.remote_ip
+        self.remote_host = session.remote_host
+        self.extensions = session.extensions
+        self.incomplete = session.incomplete
+        self.path = session.path
+        self.offset = session.offset
+        self.role = "source" if session.direction is Direction.INBOUND else "destination"
+
+    def document(self, txn: Transaction | None, recipient: str | None,
+                 outcome: Outcome) -> dict[str, Any]:
+        reply = outcome.reply
+        verdict = outcome.verdict
+        smtp: dict[str, Any] = {
+            "verdict": verdict.value,
+            "stage": outcome.stage.value,
+            "direction": self.direction,
+            "session_id": self.session_id,
+            "tls": self.tls,
+            "transcript": self.transcript,
+        }
+        if reply is not None:
+            smtp_reply = {"code": reply.code}
+            if reply.enhanced:
+                smtp_reply["enhanced"] = reply.enhanced
+            if reply.text:
+                smtp_reply["text"] = reply.text
+            smtp["reply"] = smtp_reply
+        if verdict is not Verdict.DELIVERED:
+            # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
+            if reply is not None:
+                smtp["reason"] = self.classify(reply.code, reply.enhanced, reply.text,
+                                               outcome.stage)
+            else:
+                smtp["reason"] = self.classify(None, None, None, outcome.stage)
+        if txn is not None:
+            smtp["transaction"] = txn.index
+        if self.helo:
+            smtp["helo"] = self.helo
+        remote = {}
+        if self.ip:
+            remote["ip"] = self.ip
+        if self.remote_host:
+            remote["host"] = self.remote_host
+        if remote:
+            smtp["remote"] = remote
+        if self.extensions:
+            smtp["extensions"] = list(self.extensions)
+        if self.incomplete:
+            smtp["incomplete"] = True
+
+        doc: dict[str, Any] = {
+            "@timestamp": _iso(reply.timestamp) if reply is not None else self.start,
+            "event": {
+                "start": self.start,
+                "end": self.end,
+                "duration": self.duration,
+                "dataset": self.dataset,
+                "outcome": verdict.outcome,
+            },
+            "smtp": smtp,
+            "log": {"file": {"path": self.path}, "offset": self.offset},
+            "host": {"name": self.host_name},
+        }
+        email: dict[str, Any] = {}
+        if txn is not None and txn.mail_from is not None:
+            email["from"] = {"address": txn.mail_from}
+        if recipient is not None:
+            email["to"] = {"address": recipient}
+            domain = recipient.rpartition("@")[2].lower()
+            if domain:
+                smtp["recipient_domain"] = domain
+        if email:
+            doc["email"] = email
+        if self.ip:
+            doc[self.role] = {"ip": self.ip}
+        return doc
 
 
 def _get(doc: dict[str, Any], dotted: str) -> Any:

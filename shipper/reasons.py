@@ -106,6 +106,7 @@ _ADDRESS = re.compile(r"<?[\w.+=-]+@[\w.-]+>?")
 _DIGIT_TOKEN = re.compile(r"[^\s]*\d[^\s]*")
 UNMATCHED_TEXT_LENGTH = 80
 UNMATCHED_MAX_KEYS = 1000
+DECISION_CACHE_SIZE = 4096  # distinct replies (and code/status/stage triples) remembered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +157,10 @@ class Rule:
         enhanced: tuple[int, int, int] | None,
         text: str,
         stage: str | None,
+        *,
+        check_text: bool = True,
     ) -> bool:
+        """Whether the rule decides this reply; ``check_text=False``: all but its text patterns."""
         if self.codes is not None and code not in self.codes:
             return False
         if self.stages is not None and stage not in self.stages:
@@ -165,7 +169,7 @@ class Rule:
             enhanced is None or not any(m.matches(enhanced) for m in self.enhanced)
         ):
             return False
-        return self.text is None or any(p.search(text) for p in self.text)
+        return self.text is None or not check_text or any(p.search(text) for p in self.text)
 
 
 class Classifier:
@@ -180,6 +184,15 @@ class Classifier:
         self.unmatched: collections.Counter[tuple[str, str]] = collections.Counter()
         self.unmatched_overflow = 0
         self._max_unmatched_keys = max_unmatched_keys
+        # Replies repeat (the same greylisting or blocklist text all day): decisions are
+        # cached per (code, enhanced, text, stage); the rules are fixed once built. Below that,
+        # the rules whose code, stage and enhanced-code conditions a reply meets are worked out
+        # once per (code, enhanced status, stage), so that only their text patterns are tried.
+        self._decide_cached = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
+        self._candidates: dict[
+            tuple[str, tuple[int, int, int] | None, Any],
+            tuple[tuple[tuple[re.Pattern[str], ...] | None, Rule], ...],
+        ] = {}
 
     @classmethod
     def from_files(cls, user_files: Sequence[Path | str] = ()) -> Classifier:
@@ -212,15 +225,42 @@ class Classifier:
             return "connection", None
         code = str(code).strip()
         stage = getattr(stage, "value", stage)  # a model enum or its string
+        try:
+            reason, rule, normalized = self._decide_cached(code, enhanced, text, stage)
+        except TypeError:  # an unhashable argument: decide without the caches
+            reason, rule, normalized = self._decide(code, enhanced, text, stage, cache=False)
+        if rule is None:
+            self._count_unmatched(code, normalized)  # every time, cached or not
+        return reason, rule
+
+    def _decide(
+        self, code: str, enhanced: str | None, text: str | None, stage: Any, cache: bool = True
+    ) -> tuple[str, Rule | None, str]:
+        """(reason, deciding rule or None, normalized text) of one reply."""
         raw_text = text or ""
         status = _parse_enhanced(enhanced, code, raw_text)
         normalized = _SPACES.sub(" ", _REPEATED_CODES.sub(" ", raw_text)).strip()
         lowered = normalized.lower()
-        for rule in self.rules:
-            if rule.matches(code, status, lowered, stage):
-                return rule.reason, rule
-        self._count_unmatched(code, normalized)
-        return "other", None
+        if cache:
+            key = (code, status, stage)
+            candidates = self._candidates.get(key)
+            if candidates is None:
+                if len(self._candidates) >= DECISION_CACHE_SIZE:
+                    self._candidates.clear()
+                candidates = self._candidates[key] = tuple(
+                    (rule.text, rule) for rule in self.rules
+                    if rule.matches(code, status, lowered, stage, check_text=False))
+            for patterns, rule in candidates:
+                if patterns is None:
+                    return rule.reason, rule, normalized
+                for pattern in patterns:
+                    if pattern.search(lowered):
+                        return rule.reason, rule, normalized
+        else:
+            for rule in self.rules:
+                if rule.matches(code, status, lowered, stage):
+                    return rule.reason, rule, normalized
+        return "other", None, normalized
 
     @property
     def unmatched_total(self) -> int:
