@@ -102,7 +102,7 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
 
 
-COLUMNS = ("time", "dir", "sender → recipient", "remote ip", "verdict", "code", "reply")
+COLUMNS = ("time", "dir", "sender → recipient", "remote ip", "verdict", "reason", "code", "reply")
 
 
 def row(doc: dict[str, Any], tz: dt.tzinfo | None = None) -> tuple[str, ...]:
@@ -117,6 +117,7 @@ def row(doc: dict[str, Any], tz: dt.tzinfo | None = None) -> tuple[str, ...]:
         f"{sender} → {recipient}",
         _get(doc, "smtp.remote.ip") or "-",
         _get(doc, "smtp.verdict") or "?",
+        _get(doc, "smtp.reason") or "-",  # why not delivered (docs/reasons.md); absent when delivered
         f"{code} {enhanced}" if enhanced else code,
         _get(doc, "smtp.reply.text") or (f"(no reply; broke off at {_get(doc, 'smtp.stage')})" if _get(doc, "smtp.stage") else ""),
     )
@@ -139,7 +140,8 @@ def format_table(docs: Sequence[dict[str, Any]], *, tz: dt.tzinfo | None = None,
 
 def format_transcript(doc: dict[str, Any], tz: dt.tzinfo | None = None) -> str:
     r = row(doc, tz)
-    title = f"── {r[0]}  {r[2]}  {r[4]} {r[5]}  session {_get(doc, 'smtp.session_id') or '?'}"
+    reason = f" ({r[5]})" if r[5] != "-" else ""
+    title = f"── {r[0]}  {r[2]}  {r[4]}{reason} {r[6]}  session {_get(doc, 'smtp.session_id') or '?'}"
     source = _get(doc, "log.file.path")
     if source:
         title += f"  ({source}:{_get(doc, 'log.offset')})"

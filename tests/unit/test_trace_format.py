@@ -69,7 +69,7 @@ def test_table_row_in_given_zone_with_reply_cut_short():
     table = format_table([DOC], tz=dt.timezone(dt.timedelta(hours=-4)), width=150)
     header, line = table.splitlines()
     assert header.startswith("time") and "verdict" in header
-    assert line.startswith("2024-03-21 07:39:49  out  support@synametrics.com → synametrics@gmail.com  142.251.171.26  delivered  250 2.0.0")
+    assert line.startswith("2024-03-21 07:39:49  out  support@synametrics.com → synametrics@gmail.com  142.251.171.26  delivered  -       250 2.0.0")
     assert line.endswith("…") and 150 == len(line)
 
 
@@ -78,6 +78,17 @@ def test_failed_attempt_without_reply_and_null_sender():
            "email": {"from": {"address": ""}, "to": {"address": "a@b.c"}}}
     line = format_table([doc], tz=dt.UTC).splitlines()[1]
     assert "<> → a@b.c" in line and "failed" in line and "(no reply; broke off at rcpt)" in line
+
+
+def test_reason_of_a_non_delivery_is_a_column_and_in_the_transcript_title():
+    doc = {"@timestamp": "2024-03-20T13:14:02Z",
+           "smtp": {"verdict": "rejected", "reason": "unknown-recipient", "direction": "outbound",
+                    "reply": {"code": "550", "enhanced": "5.1.1", "text": "5.1.1 The email account does not exist"}},
+           "email": {"from": {"address": "a@b.c"}, "to": {"address": "typo@gmail.com"}}}
+    header, line = format_table([doc], tz=dt.UTC).splitlines()
+    assert header.index("reason") == line.index("unknown-recipient")
+    assert "rejected  unknown-recipient  550 5.1.1" in line
+    assert "rejected (unknown-recipient) 550 5.1.1" in format_transcript(doc, tz=dt.UTC).splitlines()[0]
 
 
 def test_transcript_block_and_empty_message():
