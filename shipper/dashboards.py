@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ import jinja2
 import requests
 import yaml
 
+from shipper.assets import asset_dir
 from shipper.errors import ConfigError, ConnectionFailed, RequestRefused
 from shipper.setup import Outcome, Step, StepReport
 
@@ -35,18 +34,8 @@ DASHBOARDS_ENV = "SMTP_SHIPPER_DASHBOARDS_DIR"
 
 def assets_dir() -> Path:
     """Where the templates live: ``$SMTP_SHIPPER_DASHBOARDS_DIR``, else ``dashboards/`` of the
-    source tree, else ``share/smtp-shipper/dashboards`` of the installation prefix (the same
-    search as ``shipper.setup.mappings_dir``)."""
-    if os.environ.get(DASHBOARDS_ENV):
-        return Path(os.environ[DASHBOARDS_ENV])
-    candidates = [
-        Path(__file__).resolve().parent.parent / "dashboards",
-        Path(sys.prefix) / "share" / "smtp-shipper" / "dashboards",
-    ]
-    for candidate in candidates:
-        if (candidate / SAVED_OBJECTS_TEMPLATE).is_file():
-            return candidate
-    return candidates[0]
+    source tree, else ``share/smtp-shipper/dashboards`` of the installation prefix."""
+    return asset_dir("dashboards", env_var=DASHBOARDS_ENV, marker=SAVED_OBJECTS_TEMPLATE)
 
 
 #: Attributes that Dashboards keeps as JSON text inside the saved object (dotted paths under

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import enum
 import json
-import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -32,6 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 import jinja2
 from opensearchpy import OpenSearch
 
+from shipper.assets import asset_dir
 from shipper.errors import ConfigError, ShipperError
 
 
@@ -84,16 +83,7 @@ DATE_FORMAT = "strict_date_optional_time||epoch_millis"
 def mappings_dir() -> Path:
     """Where the Jinja2 templates live: ``$SMTP_SHIPPER_MAPPINGS_DIR``, else ``mappings/`` of
     the source tree, else ``share/smtp-shipper/mappings`` of the installation prefix."""
-    if os.environ.get(MAPPINGS_ENV):
-        return Path(os.environ[MAPPINGS_ENV])
-    candidates = [
-        Path(__file__).resolve().parent.parent / "mappings",
-        Path(sys.prefix) / "share" / "smtp-shipper" / "mappings",
-    ]
-    for candidate in candidates:
-        if (candidate / "index-template.json.j2").is_file():
-            return candidate
-    return candidates[0]
+    return asset_dir("mappings", env_var=MAPPINGS_ENV, marker="index-template.json.j2")
 
 
 def template_priority(prefix: str) -> int:
