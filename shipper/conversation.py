@@ -66,6 +66,9 @@ _BDAT_LAST = "bdat-last"
 _OTHER = "other"  # RSET, NOOP, VRFY, QUIT, ...: their replies decide nothing (except 421)
 
 _ORDER = {stage: i for i, stage in enumerate(Stage)}
+_DELIVERED = Verdict.DELIVERED
+_DEFERRED = Verdict.DEFERRED
+_FAILED = Verdict.FAILED
 
 # A reply record while a session is open: (code, text lines, local timestamp, fold).
 # Converted into a ``Reply`` only when it decides something.
@@ -192,21 +195,46 @@ class SessionAssembler:
         self._last_ts = ""
         self._fold = 0
         self._seen_out: bool | None = None  # the last connection line's "to:"/"from:"
+        self._seconds: dict[str, tuple[int, int, int, int, int, int]] = {}  # for _time
 
     # -- public API (docs/CONTRACTS.md) ------------------------------------------------------
 
     def feed(self, ev: Event) -> list[Session]:
         """Take one event; return the sessions it finished (usually none)."""
-        ts = ev.timestamp
+        # one unpacking instead of an attribute lookup per field: this runs once per log line
+        ts, sid, kind, payload, text, _raw, offset, path, _peer, _secure, _out, _defect = ev
         if ts < self._last_ts:
             self._clock_went_back(ts)
         elif self._fold and not self._ambiguous(ts):
             self._fold = 0
         self._last_ts = ts
 
-        kind = ev.kind
-        sid = ev.session_id
         s = self._open.get(sid)
+        if s is not None and kind is not _CONNECT:  # the usual case: a line of an open session
+            if path is not s.last_path and path != s.last_path:
+                s.files.setdefault(path, offset)
+                s.last_path = path
+            s.last = (ts, self._fold)
+            s.seen = self._clock()
+            s.lines.append(text)
+            if kind is _REPLY:
+                if payload[3:4] == "-":  # a continuation line: most reply lines are (EHLO)
+                    s.parts.append(payload[4:])
+                    s.parts_code = payload[:3]
+                elif s.parts:  # the last line of a multi-line reply
+                    texts = s.parts
+                    texts.append(payload[4:])
+                    s.parts = []
+                    self._final_reply(s, (payload[:3], texts, ts, self._fold))
+                else:  # a one-line reply (as _reply, inline: most replies are)
+                    self._final_reply(s, (payload[:3], [payload[4:]], ts, self._fold))
+            elif kind is _COMMAND:
+                self._command(s, ev)
+            elif kind is _TERMINATE:
+                del self._open[sid]
+                return [self._finish(s, incomplete=False)]
+            return []
+
         done: list[Session] = []
         if kind is _CONNECT:
             if s is not None and (s.talked or s.connected_out is not None):
@@ -224,19 +252,12 @@ class SessionAssembler:
             s.connected_out = ev.connected_out
             if ev.connected_out is not None:
                 self._seen_out = ev.connected_out
-        elif s is None:  # the log began mid-session (or the connection line was lost)
+        else:  # the log began mid-session (or the connection line was lost)
             s = self._open[sid] = _Open(ev, self._fold, self._clock())
-        else:
-            if ev.path is not s.last_path and ev.path != s.last_path:
-                s.files.setdefault(ev.path, ev.offset)
-                s.last_path = ev.path
-            s.last = (ts, self._fold)
-            s.seen = self._clock()
-        s.lines.append(ev.text)
+        s.lines.append(text)
 
         if kind is _REPLY:
-            payload = ev.payload
-            if payload[3:4] == "-":  # a continuation line: most reply lines are (EHLO)
+            if payload[3:4] == "-":
                 s.parts.append(payload[4:])
                 s.parts_code = payload[:3]
             else:
@@ -320,7 +341,7 @@ class SessionAssembler:
             txn.dot_reply = r  # type: ignore[union-attr]
         elif kind is _HELO:
             if code[0] == "2":
-                s.extensions = tuple(t.strip() for t in r[1][1:] if t.strip())
+                s.extensions = tuple([t.strip() for t in r[1][1:] if t.strip()])
                 if s.server_name is None:
                     s.server_name = _first_word(r[1][0])
             else:
@@ -458,13 +479,13 @@ class SessionAssembler:
             helo=s.helo,
             tls=s.tls,
             extensions=s.extensions,
-            transactions=tuple(self._transaction(s, t) for t in s.txns),
+            transactions=tuple([self._transaction(s, t) for t in s.txns]),
             outcome=None if s.txns else self._session_outcome(s),
         )
 
     def _transaction(self, s: _Open, t: _Txn) -> Transaction:
-        recipients = tuple(Recipient(r.address, self._recipient_outcome(s, t, r))
-                           for r in t.recipients)
+        recipients = tuple([Recipient(r.address, self._recipient_outcome(s, t, r))
+                            for r in t.recipients])
         if recipients:
             outcome = recipients[0].outcome
         else:
@@ -472,9 +493,8 @@ class SessionAssembler:
         return Transaction(t.index, t.mail_from, recipients, outcome)
 
     def _recipient_outcome(self, s: _Open, t: _Txn, r: _Rcpt) -> Outcome:
-        steps = ((Stage.MAIL, t.mail_reply), (Stage.RCPT, r.reply),
-                 (Stage.DATA, t.data_reply), (Stage.DOT, t.dot_reply))
-        return self._path_outcome(t, steps, t.progress)
+        return self._path_outcome(t, ((_MAIL, t.mail_reply), (_RCPT, r.reply),
+                                      (_DATA, t.data_reply), (_DOT, t.dot_reply)), t.progress)
 
     def _path_outcome(self, t: _Txn, steps: tuple[tuple[Stage, _R | None], ...],
                       progress: Stage) -> Outcome:
@@ -482,21 +502,21 @@ class SessionAssembler:
         for stage, rep in steps:
             if rep is None:  # the conversation broke off here
                 if t.close is not None:
-                    return Outcome(Verdict.DEFERRED, t.close[1], self._make_reply(t.close[0]))
-                if stage is Stage.MAIL or stage is Stage.RCPT:
-                    return Outcome(Verdict.FAILED, stage)
-                return Outcome(Verdict.FAILED, progress)
+                    return Outcome(_DEFERRED, t.close[1], self._make_reply(t.close[0]))
+                if stage is _MAIL or stage is _RCPT:
+                    return Outcome(_FAILED, stage)
+                return Outcome(_FAILED, progress)
             if rep[0][0] not in "23":
                 return Outcome(_verdict(rep[0]), stage, self._make_reply(rep))
             last = rep
         if len(steps) == 1:  # MAIL accepted, but no recipient was ever given
             if t.close is not None:
-                return Outcome(Verdict.DEFERRED, t.close[1], self._make_reply(t.close[0]))
-            return Outcome(Verdict.FAILED, Stage.MAIL)
+                return Outcome(_DEFERRED, t.close[1], self._make_reply(t.close[0]))
+            return Outcome(_FAILED, _MAIL)
         assert last is not None
         if last[0][0] == "2":
-            return Outcome(Verdict.DELIVERED, Stage.DOT, self._make_reply(last))
-        return Outcome(Verdict.FAILED, Stage.DOT)  # a 3xx to end-of-data: nonsense, no verdict
+            return Outcome(_DELIVERED, _DOT, self._make_reply(last))
+        return Outcome(_FAILED, _DOT)  # a 3xx to end-of-data: nonsense, no verdict
 
     def _session_outcome(self, s: _Open) -> Outcome:
         if s.fail is not None:
@@ -512,6 +532,8 @@ class SessionAssembler:
         first = texts[0].strip()
         m = _ENHANCED.match(first)
         enhanced = m.group(0) if m is not None and m.group(1) == code[0] else None
+        if len(texts) == 1:  # a one-line reply: its text as it is
+            return Reply(code, enhanced, first, self._time((ts, fold)))
         joined = [first]
         for line in texts[1:]:
             line = line.strip()
@@ -519,15 +541,19 @@ class SessionAssembler:
                 line = line[len(enhanced):].lstrip()  # RFC 2034 repeats it on every line
             if line:
                 joined.append(line)
-        return Reply(code, enhanced, " ".join(t for t in joined if t), self._time((ts, fold)))
+        return Reply(code, enhanced, " ".join([t for t in joined if t]), self._time((ts, fold)))
 
     # -- time --------------------------------------------------------------------------------
 
     def _time(self, stamp: tuple[str, int]) -> datetime:
         ts, fold = stamp
-        return datetime(int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]),
-                        int(ts[14:16]), int(ts[17:19]), int(ts[20:23]) * 1000,
-                        tzinfo=self.tz, fold=fold)
+        fields = self._seconds.get(ts[:19])
+        if fields is None:  # timestamps repeat to the second: parse those digits once
+            if len(self._seconds) >= 4096:
+                self._seconds.clear()
+            fields = self._seconds[ts[:19]] = (int(ts[0:4]), int(ts[5:7]), int(ts[8:10]),
+                                               int(ts[11:13]), int(ts[14:16]), int(ts[17:19]))
+        return datetime(*fields, int(ts[20:23]) * 1000, tzinfo=self.tz, fold=fold)
 
     def _ambiguous(self, ts: str) -> bool:
         early = self._time((ts, 0))
@@ -577,6 +603,9 @@ def _address(payload: str) -> str | None:
 
 
 def _closing_bracket(rest: str) -> int:
+    if '"' not in rest:  # no quoted local part: the first ">" (or none)
+        end = rest.find(">", 1)
+        return end if end >= 0 else len(rest)
     quoted = False
     for i, ch in enumerate(rest[1:], 1):
         if ch == '"':

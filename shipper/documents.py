@@ -21,6 +21,10 @@ class _Classifier(Protocol):
                  stage: Any = None) -> str: ...
 
 
+_DELIVERED = Verdict.DELIVERED
+_OUTCOMES = {verdict.value: verdict.outcome for verdict in Verdict}  # by value: Enum hashes slowly
+
+
 def _iso(dt: datetime) -> str:
     return dt.isoformat(timespec="milliseconds")
 
@@ -68,7 +72,7 @@ class _Shared:
         delta = end.astimezone(UTC) - start.astimezone(UTC)
         self.duration = max(0, (delta.days * 86_400 + delta.seconds) * 1_000_000
                             + delta.microseconds) * 1000
-        self.direction = session.direction.value
+        self.direction = session.direction._value_
         self.session_id = session.session_id
         self.tls = session.tls
         self.helo = session.helo
@@ -84,9 +88,11 @@ class _Shared:
                  outcome: Outcome) -> dict[str, Any]:
         reply = outcome.reply
         verdict = outcome.verdict
+        # ``_value_``: Enum.value is a Python-level property, read a few times per document
+        verdict_value = verdict._value_
         smtp: dict[str, Any] = {
-            "verdict": verdict.value,
-            "stage": outcome.stage.value,
+            "verdict": verdict_value,
+            "stage": outcome.stage._value_,
             "direction": self.direction,
             "session_id": self.session_id,
             "tls": self.tls,
@@ -99,7 +105,7 @@ class _Shared:
             if reply.text:
                 smtp_reply["text"] = reply.text
             smtp["reply"] = smtp_reply
-        if verdict is not Verdict.DELIVERED:
+        if verdict is not _DELIVERED:
             # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
             if reply is not None:
                 smtp["reason"] = self.classify(reply.code, reply.enhanced, reply.text,
@@ -129,7 +135,7 @@ class _Shared:
                 "end": self.end,
                 "duration": self.duration,
                 "dataset": self.dataset,
-                "outcome": verdict.outcome,
+                "outcome": _OUTCOMES[verdict_value],
             },
             "smtp": smtp,
             "log": {"file": {"path": self.path}, "offset": self.offset},

@@ -41,8 +41,10 @@ _VERBS = frozenset(
     ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH"]
 )
 
-# Direction tags as the layout regex accepts them (the letters are not trusted, see above).
-_TAGS = frozenset(["S <--", "C -->", "S -->", "C <--"])
+# The usual layout only (one space after "]", spaces and digits for the id), from the comma
+# before the milliseconds on (the date and time before it are looked up in a set of seconds
+# ``_LINE`` accepted); groups: session id, direction tag, reply code with the character after it.
+_FAST = re.compile(r",\d{3} - \[ *(\d+)\] (?:([SC] (?:<--|-->)) ?)?(\d{3}[ -]?)?").match
 _new = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
 
 _FILE_DIRECTIONS = (
@@ -77,35 +79,24 @@ class XeamsFormat:
             text = raw.decode()
         except UnicodeDecodeError:
             return self._parse(raw, offset, path)
-        # Fast path for the usual layout "<23-char timestamp> - [  <digits>] <payload>", checked
-        # with slices instead of the full regex (a third of the per-line cost). Anything it does
-        # not recognise exactly goes through ``_parse``, which decides every line the same way.
-        if text[23:27] != " - [" or text[:19] not in self._good_seconds:
+        # Fast path for the usual layout, with a simpler regex than ``_LINE`` (the date and time
+        # are checked once per distinct second): it accepts a subset of what ``_LINE`` accepts
+        # and splits it the same way. Anything else goes through ``_parse``, which decides.
+        if text[:19] not in self._good_seconds:
             return self._parse(raw, offset, path, text)
-        j = text.find("]", 27)
-        sid = text[27:j].lstrip(" ")
-        if (j < 0 or not sid.isdecimal() or text[j + 1:j + 2] != " " or text[19] != ","
-                or not text[20:23].isdecimal()):
+        m = _FAST(text, 19)
+        if m is None:
             return self._parse(raw, offset, path, text)
-        ts = text[:23]
-        k = j + 2
-        if text[k:k + 5] in _TAGS:
-            k += 6 if text[k + 5:k + 6] == " " else 5
-            tagged = True
-        else:
-            tagged = False
-        code = text[k:k + 3]
-        if len(code) == 3 and code.isdecimal():
-            after = text[k + 3:k + 4]
-            if after in " -":  # also "" (end of line): ^\d{3}([ -]|$)
-                return _new(Event, (ts, sid, _REPLY, text[k:], text, raw, offset, path,
-                                    None, False, None, None))
-            if after == "\n":  # "$" also matches before a final newline: the regex decides
-                return self._parse(raw, offset, path, text)
-        if tagged:
-            return _new(Event, (ts, sid, _COMMAND, text[k:], text, raw, offset, path,
+        sid, tag, code = m.groups()
+        if code is not None:
+            if len(code) == 4 or m.end() == len(text):  # ^\d{3}([ -]|$)
+                return _new(Event, (text[:23], sid, _REPLY, text[m.start(3):], text, raw, offset,
+                                    path, None, False, None, None))
+            return self._parse(raw, offset, path, text)  # e.g. "2500 bytes": let _LINE decide
+        if tag is not None:
+            return _new(Event, (text[:23], sid, _COMMAND, text[m.end():], text, raw, offset, path,
                                 None, False, None, None))
-        return self._untagged(ts, sid, text[k:], text, raw, offset, path, None)
+        return self._untagged(text[:23], sid, text[m.end():], text, raw, offset, path, None)
 
     def _parse(self, raw: bytes, offset: int, path: str, text: str | None = None) -> Event | Defect:
         """The general case: any line, with the full layout regex."""
