@@ -38,7 +38,7 @@ from typing import Any
 
 from shipper import follow
 from shipper.checkpoint import Checkpoint, CheckpointStore, write_atomic
-from shipper.errors import ShipperError
+from shipper.errors import ConnectionFailed, ShipperError
 from shipper.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -147,12 +147,16 @@ class LastError(logging.Handler):
 class Sender(threading.Thread):
     """Ships Work items in order; puts them on ``done`` once acknowledged or dead-lettered."""
 
-    def __init__(self, shipper: Any, done: queue.Queue[Work], abort: threading.Event) -> None:
+    def __init__(self, shipper: Any, done: queue.Queue[Work], abort: threading.Event, *, give_up: bool = False) -> None:
         super().__init__(name="sender", daemon=True)
         self.shipper = shipper
         self.todo: queue.Queue[Work | None] = queue.Queue()
         self.done = done
         self.abort = abort
+        # --once (cron) gives up when the shipper's finite retries are exhausted, instead of
+        # waiting forever like the service: the failure is kept here and becomes exit status 5.
+        self.give_up = give_up
+        self.failure: ShipperError | None = None
         self.last_error: str | None = None
         self.last_error_time: float | None = None
         self.busy = False
@@ -202,6 +206,10 @@ class Sender(threading.Thread):
             except (ShipperError, OSError) as exc:  # refused whole request, TLS, auth: keep trying
                 self.last_error = str(exc).splitlines()[0]
                 self.last_error_time = time.time()
+                if self.give_up:
+                    self.failure = exc if isinstance(exc, ShipperError) else ConnectionFailed(str(exc))
+                    self.abort.set()
+                    raise ShippingStopped("gave up") from None
                 delay = min(60.0, 1.0 * 2 ** min(attempt, 6))
                 log.error("shipping %d documents failed: %s; retrying in %.0fs", len(docs),
                           self.last_error, delay)
@@ -286,9 +294,10 @@ class Daemon:
         if self.client is None:
             self.client = opensearch.make_client(self.settings.opensearch)
         shipper = opensearch.BulkShipper(
-            self.client, self.settings, self.state_dir / DEAD_LETTER_FILE, max_retries=None, stop=self.abort)
+            self.client, self.settings, self.state_dir / DEAD_LETTER_FILE,
+            max_retries=self.settings.opensearch.bulk.max_retries if self.once else None, stop=self.abort)
         logging.getLogger("shipper.opensearch").addHandler(self.last_error)
-        self.sender = Sender(shipper, self.done, self.abort)
+        self.sender = Sender(shipper, self.done, self.abort, give_up=self.once)
         self.sender.start()
         for inp in self.inputs:
             inp.follower.poll()
@@ -318,7 +327,7 @@ class Daemon:
         self.notifier.ready(f"following {nfiles} files")
         idle_check = 0.0
         try:
-            while not self.stop_requested.is_set():
+            while not self.stop_requested.is_set() and not self._gave_up():
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self._reload()
@@ -338,7 +347,17 @@ class Daemon:
                     self._wait_for_acks(POLL_INTERVAL)
         finally:
             self._shutdown()
+        if self._gave_up():
+            assert self.sender is not None and self.sender.failure is not None
+            raise ConnectionFailed(
+                f"{self.sender.failure.message}; gave up after opensearch.bulk.max_retries "
+                f"({self.settings.opensearch.bulk.max_retries}) retries — checkpoints stay before the "
+                "unshipped documents, the next run sends them"
+            )
         return 0
+
+    def _gave_up(self) -> bool:
+        return self.sender is not None and self.sender.failure is not None
 
     def _read_all(self) -> int:
         """Poll and read every input; returns the bytes read."""
@@ -695,7 +714,7 @@ class Daemon:
             # --once waits for OpenSearch as long as it takes, unless told to stop; a signal
             # bounds the wait by the stop timeout (systemd's TimeoutStopSec must not hit us).
             deadline = None if self.once and not self.stop_requested.is_set() else time.monotonic() + self.stop_timeout
-            while self.inflight:
+            while self.inflight and not self._gave_up():
                 if deadline is None and self.stop_requested.is_set():
                     deadline = time.monotonic() + self.stop_timeout
                 if deadline is not None and time.monotonic() >= deadline:

@@ -54,3 +54,31 @@ def test_once_leaves_open_sessions_then_flush_open_ships_them(tmp_path, opensear
     assert docs[cut]["smtp"]["incomplete"] is True
     (cp,) = json.loads((state / "checkpoints.json").read_text())["files"].values()
     assert cp["offset"] == log.stat().st_size
+
+
+def test_once_gives_up_on_an_unreachable_cluster_with_exit_5_and_keeps_the_checkpoint(tmp_path):
+    """Cron must not pile up runs that wait forever: `--once` retries `opensearch.bulk.max_retries`
+    times, then exits 5 naming the cluster; nothing is checkpointed past the unshipped documents,
+    so the next run sends them. (A closed loopback port: no cluster involved.)"""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]  # free once the socket is closed: nothing listens there
+    log = tmp_path / "SMTPOutboundConversation.log"
+    writer = TranscriptWriter(log, tmp_path / "journal.log")
+    writer.write_session()
+    writer.close()
+    state = tmp_path / "s"
+    cfg = write_config(tmp_path / "cfg.yml", url=f"http://127.0.0.1:{closed_port}", prefix="never", state_dir=state,
+                       inputs=[xeams_input(str(log))])
+    text = cfg.read_text().replace("initial_backoff: 0.2", "initial_backoff: 0.05\n    max_retries: 2")
+    cfg.write_text(text)
+
+    assert run_once(cfg, tmp_path / "d.log", timeout=60) == 5
+    stderr = (tmp_path / "d.log").read_text()
+    assert f"cannot reach OpenSearch at http://127.0.0.1:{closed_port}" in stderr
+    assert "gave up after opensearch.bulk.max_retries (2) retries" in stderr
+    assert "Traceback" not in stderr
+    files = json.loads((state / "checkpoints.json").read_text())["files"] if (state / "checkpoints.json").exists() else {}
+    assert all(cp["offset"] == 0 for cp in files.values())
