@@ -31,12 +31,12 @@ import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from shipper.config import load
-from shipper.inputs import ParseOptions, ParseStats, iter_documents, resolve_zone
-from shipper.opensearch import batches, make_client, prepare
-from shipper.setup import index_steps, names
+from shipper.config import load  # noqa: E402 — after the sys.path line above
+from shipper.inputs import ParseOptions, ParseStats, iter_documents, resolve_zone  # noqa: E402
+from shipper.opensearch import batches, make_client, prepare  # noqa: E402
+from shipper.setup import index_steps, names  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 CLK = os.sysconf("SC_CLK_TCK")

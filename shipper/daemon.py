@@ -278,7 +278,7 @@ class Daemon:
         self.last_error = LastError()
         # For bench/tail_latency_bench.py: "<session id> <wall time of acknowledgement>" lines.
         ack_log = os.environ.get("SMTP_SHIPPER_ACK_LOG")
-        self._ack_log = open(ack_log, "a", encoding="utf-8") if ack_log else None  # noqa: SIM115
+        self._ack_log = open(ack_log, "a", encoding="utf-8") if ack_log else None
         self._classifier: Any = None
 
     # -- set-up ------------------------------------------------------------------------------
@@ -375,7 +375,7 @@ class Daemon:
     def _paused(self) -> bool:
         buffered = self.inflight_bytes + self.open_bytes
         self.max_buffered_seen = max(self.max_buffered_seen, buffered)
-        paused = buffered >= self.settings.pipeline.max_buffered_bytes
+        paused = bool(buffered >= self.settings.pipeline.max_buffered_bytes)
         if paused != self._paused_logged:
             # Said at most every 30 s: while catching up, reading pauses and resumes constantly.
             now = time.monotonic()

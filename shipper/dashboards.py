@@ -200,7 +200,7 @@ def render_saved_objects(prefix: str) -> list[dict[str, Any]]:
     text = _environment().get_template(SAVED_OBJECTS_TEMPLATE).render(
         prefix=prefix, suffix=suffix, fields=index_pattern_fields(prefix)
     )
-    objects = yaml.safe_load(text)
+    objects: list[dict[str, Any]] = yaml.safe_load(text)
     for obj in objects:
         for dotted in STRING_ENCODED:
             _encode(obj["attributes"], dotted)
@@ -320,7 +320,7 @@ class DashboardsClient:
 
 def _decoded(attributes: Mapping[str, Any], *, type_: str) -> dict[str, Any]:
     """Attributes with JSON-text fields parsed, for a comparison blind to formatting."""
-    out = json.loads(json.dumps(attributes))
+    out: dict[str, Any] = json.loads(json.dumps(attributes))
     for dotted in STRING_ENCODED:
         *parents, leaf = dotted.split(".")
         node: Any = out
@@ -345,7 +345,9 @@ def _differs(wanted: Mapping[str, Any], found: Mapping[str, Any]) -> bool:
         return True
     if _decoded(wanted["attributes"], type_=wanted["type"]) != _decoded(found.get("attributes", {}), type_=wanted["type"]):
         return True
-    refs = lambda o: sorted((r["name"], r["type"], r["id"]) for r in o.get("references", []))  # noqa: E731
+    def refs(obj: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        return sorted((r["name"], r["type"], r["id"]) for r in obj.get("references", []))
+
     return refs(wanted) != refs(found)
 
 

@@ -53,7 +53,7 @@ def render_monitors(settings: Any) -> list[dict[str, Any]]:
         alerting=settings.alerting,
         channel_id=settings.alerting.channel_id,
     )
-    monitors = yaml.safe_load(text)
+    monitors: list[dict[str, Any]] = yaml.safe_load(text)
     for body in monitors:
         body["ui_metadata"] = {FINGERPRINT_KEY: {"fingerprint": fingerprint(body)}}
     return monitors

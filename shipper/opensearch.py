@@ -274,7 +274,7 @@ def _dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON; the same bytes with or without orjson."""
     if orjson is not None:
         try:
-            return orjson.dumps(obj)  # type: ignore[no-any-return]
+            return orjson.dumps(obj)
         except TypeError:  # e.g. an int beyond 64 bits: let json say what it makes of it
             pass
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -313,7 +313,7 @@ def backoff_delay(retry: int, initial: float, maximum: float, rand: Callable[[],
     ``maximum``, then "equal jitter" — a random point in its upper half — so that many
     shippers hit by the same 429 do not come back in lockstep, yet never retry at once."""
     ceiling = min(maximum, initial * (2 ** min(retry, 62)))
-    return ceiling / 2 + rand() * ceiling / 2
+    return float(ceiling / 2 + rand() * ceiling / 2)
 
 
 # --------------------------------------------------------------------------- shipping
@@ -393,7 +393,7 @@ class BulkShipper:
         settings: Any,
         dead_letter_path: str | os.PathLike[str],
         *,
-        max_retries: int | None | object = ...,
+        max_retries: int | object | None = ...,
         stop: threading.Event | Callable[[], bool] | None = None,
         sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,

@@ -164,7 +164,7 @@ def covers(installed: Any, wanted: Any) -> bool:
             and len(installed) == len(wanted)
             and all(covers(i, w) for i, w in zip(installed, wanted))
         )
-    return _scalar(installed) == _scalar(wanted)
+    return bool(_scalar(installed) == _scalar(wanted))
 
 
 # --------------------------------------------------------------------------- plugins

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import opensearch_harness  # noqa: E402  (tests/ is not a package)
+import opensearch_harness
 
 _BACKEND_KEY = pytest.StashKey[str]()
 

@@ -154,10 +154,8 @@ def start_container() -> Backend:
         container.start()
         config = container.get_config()
     except Exception as exc:  # docker errors come in many types; all mean "no container"
-        try:
+        with contextlib.suppress(Exception):  # best-effort cleanup of a half-started container
             container.stop()
-        except Exception:
-            pass
         raise OpenSearchUnavailable(f"could not start container {image}: {exc}") from exc
     url = f"http://{config['host']}:{config['port']}"
     return Backend(url, f"testcontainers {image}", container.stop)

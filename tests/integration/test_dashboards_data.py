@@ -14,7 +14,7 @@ import dataclasses
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,9 @@ def _session(lines: list[str], sid: int, start: str, peer: str, *, secure: bool 
     base = datetime.fromisoformat(start)
     out = [f"{start},000 - [{sid:>10}] ************ New {'(secure) ' if secure else ''}connection to: {peer}"]
     for n, payload in enumerate(lines, 1):
-        stamp = datetime.fromtimestamp(base.timestamp() + n, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        stamp = datetime.fromtimestamp(base.timestamp() + n, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
         out.append(f"{stamp},{n * 7 % 1000:03d} - [{sid:>10}] {payload}")
-    stamp = datetime.fromtimestamp(base.timestamp() + len(lines) + 1, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    stamp = datetime.fromtimestamp(base.timestamp() + len(lines) + 1, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     out.append(f"{stamp},999 - [{sid:>10}] ~~~~~~~~~~~~ Connection Terminated ( 1)")
     return out
 
@@ -263,7 +263,7 @@ def test_visualization_buckets_match_the_documents(opensearch, indexed, suffix):
 
 def test_rejections_by_domain_lists_exactly_the_rejecting_domains(opensearch, indexed):
     """The example of the brief, spelled out on the transcripts written above."""
-    prefix, docs = indexed
+    prefix, _docs = indexed
     (vis_obj,) = [o for o in dashboards.render_saved_objects(prefix) if o["id"].endswith("-vis-rejections-by-domain")]
     source = json.loads(vis_obj["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
     vis = json.loads(vis_obj["attributes"]["visState"])

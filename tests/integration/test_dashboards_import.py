@@ -27,7 +27,7 @@ from shipper.config import DashboardsSettings, Settings
 from shipper.setup import Outcome
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import opensearch_harness  # noqa: E402  (tests/ is not a package)
+import opensearch_harness
 
 pytestmark = pytest.mark.integration
 

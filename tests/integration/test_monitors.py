@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ from shipper.setup import Outcome, has_plugin, index_steps, installed_plugins
 
 pytestmark = pytest.mark.integration
 
-PERIOD_END = datetime(2026, 11, 20, 12, 0, 0, tzinfo=timezone.utc)
+PERIOD_END = datetime(2026, 11, 20, 12, 0, 0, tzinfo=UTC)
 PERIOD_END_MS = int(PERIOD_END.timestamp() * 1000)
 MONITORS = ("rejections", "rejections per recipient domain", "rejections per reason", "deferral rate")
 

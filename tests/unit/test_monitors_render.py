@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 from opensearchpy import exceptions as os_exc
+from test_dashboards_objects import AGGREGATABLE, mapping_field_types
 
 from shipper import monitors
-from shipper.config import AlertingSettings, DeferralRateSettings, Settings, ThresholdSettings
+from shipper.config import DeferralRateSettings, Settings, ThresholdSettings
 from shipper.errors import RequestRefused
 from shipper.setup import Outcome
-
-from test_dashboards_objects import AGGREGATABLE, mapping_field_types  # noqa: I001  (tests/unit on sys.path)
 
 
 def settings_with(prefix: str = "smtp-deliveries", **alerting: Any) -> Settings:
