@@ -106,7 +106,7 @@ _ADDRESS = re.compile(r"<?[\w.+=-]+@[\w.-]+>?")
 _DIGIT_TOKEN = re.compile(r"[^\s]*\d[^\s]*")
 UNMATCHED_TEXT_LENGTH = 80
 UNMATCHED_MAX_KEYS = 1000
-DECISION_CACHE_SIZE = 4096  # distinct replies (and code/status/stage triples) remembered
+DECISION_CACHE_SIZE = 1024  # distinct replies (and code/status/stage triples) remembered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +239,9 @@ class Classifier:
         """(reason, deciding rule or None, normalized text) of one reply."""
         raw_text = text or ""
         status = _parse_enhanced(enhanced, code, raw_text)
-        normalized = _SPACES.sub(" ", _REPEATED_CODES.sub(" ", raw_text)).strip()
+        # " ".join(x.split()) is _SPACES.sub(" ", x).strip() (both split on Unicode whitespace),
+        # about twice as fast
+        normalized = " ".join(_REPEATED_CODES.sub(" ", raw_text).split())
         lowered = normalized.lower()
         if cache:
             key = (code, status, stage)

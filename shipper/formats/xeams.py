@@ -43,8 +43,11 @@ _VERBS = frozenset(
 
 # The usual layout only (one space after "]", spaces and digits for the id), from the comma
 # before the milliseconds on (the date and time before it are looked up in a set of seconds
-# ``_LINE`` accepted); groups: session id, direction tag, reply code with the character after it.
-_FAST = re.compile(r",\d{3} - \[ *(\d+)\] (?:([SC] (?:<--|-->)) ?)?(\d{3}[ -]?)?").match
+# ``_LINE`` accepted); groups: session id, direction tag, reply code (``_LINE``'s test, looked
+# ahead at), payload (all the rest, newlines included as in ``text[m.end():]``).
+_FAST = re.compile(
+    r"(?s),\d{3} - \[ *(\d+)\] (?:([SC] (?:<--|-->)) ?)?(?=(\d{3}(?:[ -]|$))?)(.*)"
+).match
 _new = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
 
 _FILE_DIRECTIONS = (
@@ -87,16 +90,14 @@ class XeamsFormat:
         m = _FAST(text, 19)
         if m is None:
             return self._parse(raw, offset, path, text)
-        sid, tag, code = m.groups()
+        sid, tag, code, payload = m.groups()
         if code is not None:
-            if len(code) == 4 or m.end() == len(text):  # ^\d{3}([ -]|$)
-                return _new(Event, (text[:23], sid, _REPLY, text[m.start(3):], text, raw, offset,
-                                    path, None, False, None, None))
-            return self._parse(raw, offset, path, text)  # e.g. "2500 bytes": let _LINE decide
-        if tag is not None:
-            return _new(Event, (text[:23], sid, _COMMAND, text[m.end():], text, raw, offset, path,
+            return _new(Event, (text[:23], sid, _REPLY, payload, text, raw, offset, path,
                                 None, False, None, None))
-        return self._untagged(text[:23], sid, text[m.end():], text, raw, offset, path, None)
+        if tag is not None:
+            return _new(Event, (text[:23], sid, _COMMAND, payload, text, raw, offset, path,
+                                None, False, None, None))
+        return self._untagged(text[:23], sid, payload, text, raw, offset, path, None)
 
     def _parse(self, raw: bytes, offset: int, path: str, text: str | None = None) -> Event | Defect:
         """The general case: any line, with the full layout regex."""
@@ -114,7 +115,7 @@ class XeamsFormat:
         if ts[:10] not in self._good_dates and not self._valid_date(ts[:10]):
             return self._defect(text, offset, path, f"impossible date {ts[:10]}")
         good = self._good_seconds
-        if len(good) > 8192:  # bounded: seconds repeat while sessions interleave, then move on
+        if len(good) >= 4096:  # bounded: seconds repeat while sessions interleave, then move on
             good.clear()
         good.add(ts[:19])
         if code is not None:
