@@ -154,7 +154,7 @@ def open_input(path: str) -> Iterator[IO[bytes]]:
         close = False
     else:
         try:
-            raw = open(path, "rb")  # noqa: SIM115 — closed below
+            raw = open(path, "rb")  # closed below
         except OSError as exc:
             raise InputError(f"{path}: cannot open: {exc.strerror or exc}") from exc
         close = True
