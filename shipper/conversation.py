@@ -29,7 +29,7 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from shipper.model import (
@@ -66,6 +66,7 @@ _BDAT_LAST = "bdat-last"
 _OTHER = "other"  # RSET, NOOP, VRFY, QUIT, ...: their replies decide nothing (except 421)
 
 _ORDER = {stage: i for i, stage in enumerate(Stage)}
+_MILLIS = {f"{ms:03d}": timedelta(milliseconds=ms) for ms in range(1000)}
 _DELIVERED = Verdict.DELIVERED
 _DEFERRED = Verdict.DEFERRED
 _FAILED = Verdict.FAILED
@@ -195,7 +196,7 @@ class SessionAssembler:
         self._last_ts = ""
         self._fold = 0
         self._seen_out: bool | None = None  # the last connection line's "to:"/"from:"
-        self._seconds: dict[str, tuple[int, int, int, int, int, int]] = {}  # for _time
+        self._seconds: dict[str, datetime] = {}  # for _time
 
     # -- public API (docs/CONTRACTS.md) ------------------------------------------------------
 
@@ -547,13 +548,24 @@ class SessionAssembler:
 
     def _time(self, stamp: tuple[str, int]) -> datetime:
         ts, fold = stamp
-        fields = self._seconds.get(ts[:19])
-        if fields is None:  # timestamps repeat to the second: parse those digits once
+        if fold:
+            return self._make_time(ts, fold)
+        # Timestamps repeat to the second: the zone-aware second is made once, its milliseconds
+        # added (an aware datetime plus a timedelta keeps the tzinfo, with fold 0).
+        second = self._seconds.get(ts[:19])
+        if second is None:
             if len(self._seconds) >= 4096:
                 self._seconds.clear()
-            fields = self._seconds[ts[:19]] = (int(ts[0:4]), int(ts[5:7]), int(ts[8:10]),
-                                               int(ts[11:13]), int(ts[14:16]), int(ts[17:19]))
-        return datetime(*fields, int(ts[20:23]) * 1000, tzinfo=self.tz, fold=fold)
+            second = self._seconds[ts[:19]] = self._make_time(ts[:19] + ",000", 0)
+        millis = _MILLIS.get(ts[20:23])
+        if millis is None:  # digits other than 0-9 (the layout's \d allows them)
+            return self._make_time(ts, 0)
+        return second + millis
+
+    def _make_time(self, ts: str, fold: int) -> datetime:
+        return datetime(int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]),
+                        int(ts[14:16]), int(ts[17:19]), int(ts[20:23]) * 1000,
+                        tzinfo=self.tz, fold=fold)
 
     def _ambiguous(self, ts: str) -> bool:
         early = self._time((ts, 0))
@@ -584,6 +596,7 @@ def _redact(text: str, payload: str, replacement: str) -> str:
     return text[: len(text) - len(payload)] + replacement
 
 
+@functools.lru_cache(maxsize=1024)  # senders repeat (MAIL FROM of the same few addresses all day)
 def _address(payload: str) -> str | None:
     """The address of ``MAIL FROM:<a>`` / ``RCPT TO:<a>`` (parameters dropped, domain
     lower-cased, source route removed); ``""`` for the null sender ``<>``."""
