@@ -14,6 +14,7 @@ tagged line is a command.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import date
 
@@ -35,6 +36,9 @@ _LINE = re.compile(
 )
 _CONNECT = re.compile(r"\*+\s*New\s+(\(secure\)\s+)?connection\s+(to|from)\s*:?\s*(.*?)\s*$", re.IGNORECASE)
 _TERMINATE = re.compile(r"~+\s*Connection\s+Terminated\b", re.IGNORECASE)
+# What Xeams writes (see _is_terminated).
+_TERMINATED = "~~~~~~~~~~~~ Connection Terminated"
+_TERMINATED_LEN = len(_TERMINATED)
 _SESSION_ID = re.compile(r"\[\s*(\d+)\s*\]")
 # Untagged lines are commands only when they start with an SMTP verb (RFC 5321 §4.1, 3030, 4954, 3207).
 _VERBS = frozenset(
@@ -132,18 +136,19 @@ class XeamsFormat:
                   defect: str | None) -> Event:
         first = payload[:1]
         if first == "*":
-            c = _CONNECT.match(payload)
+            c = _connect_fields(payload)
             if c is not None:
-                return Event(ts, sid, EventKind.CONNECT, payload, text, raw, offset, path,
-                             peer=c.group(3) or None, secure=c.group(1) is not None,
-                             connected_out=c.group(2).lower() == "to", defect=defect)
-        elif first == "~" and _TERMINATE.match(payload):
-            return Event(ts, sid, EventKind.TERMINATE, payload, text, raw, offset, path,
-                         defect=defect)
+                peer, secure, out = c
+                return _new(Event, (ts, sid, EventKind.CONNECT, payload, text, raw, offset, path,
+                                    peer, secure, out, defect))
+        elif first == "~" and (_is_terminated(payload) or _TERMINATE.match(payload)):
+            return _new(Event, (ts, sid, EventKind.TERMINATE, payload, text, raw, offset, path,
+                                None, False, None, defect))
         elif payload.split(" ", 1)[0].upper() in _VERBS:
-            return Event(ts, sid, EventKind.COMMAND, payload, text, raw, offset, path,
-                         defect=defect)
-        return Event(ts, sid, EventKind.OTHER, payload, text, raw, offset, path, defect=defect)
+            return _new(Event, (ts, sid, EventKind.COMMAND, payload, text, raw, offset, path,
+                                None, False, None, defect))
+        return _new(Event, (ts, sid, EventKind.OTHER, payload, text, raw, offset, path,
+                            None, False, None, defect))
 
     def _valid_date(self, day: str) -> bool:
         try:
@@ -159,6 +164,21 @@ class XeamsFormat:
     def _defect(text: str, offset: int, path: str, reason: str) -> Defect:
         sid = _SESSION_ID.search(text, 0, 80)
         return Defect(path, offset, reason, excerpt(text), sid.group(1) if sid else None)
+
+
+def _is_terminated(payload: str) -> bool:
+    """Xeams' own termination text, which _TERMINATE matches (\\b holds before " " or the end)."""
+    return (payload[:_TERMINATED_LEN] == _TERMINATED
+            and payload[_TERMINATED_LEN:_TERMINATED_LEN + 1] in (" ", ""))
+
+
+@functools.lru_cache(maxsize=1024)  # connection lines repeat (the same MX hosts all day)
+def _connect_fields(payload: str) -> tuple[str | None, bool, bool] | None:
+    """(peer, secure, connected out) of a connection line, None if it is not one."""
+    c = _CONNECT.match(payload)
+    if c is None:
+        return None
+    return c.group(3) or None, c.group(1) is not None, c.group(2).lower() == "to"
 
 
 def make_format() -> XeamsFormat:
