@@ -152,3 +152,17 @@ def test_non_retryable_request_error_raises(tmp_path):
     fake = FakeBulk([opensearchpy.RequestError(400, "illegal_argument_exception", {})])
     with pytest.raises(RequestRefused):
         BulkShipper(fake, settings(), tmp_path / "d", sleep=lambda s: None).ship_items([item(0)])
+
+
+def test_serialisation_is_the_same_bytes_with_and_without_orjson(monkeypatch):
+    """orjson is optional (the `fast` extra): the json fallback must write exactly the same bulk
+    lines, including non-ASCII text, so ids, sizes and batching do not depend on the install."""
+    pytest.importorskip("orjson", reason="orjson is part of the test extra; without it only one path exists")
+    from shipper import opensearch
+
+    doc = {"@timestamp": "2024-03-21T11:39:49.869-04:00", "smtp": {"transcript": "Grüße \u00e9\t\"q\"\n", "transaction": 0,
+           "tls": True, "extensions": ["SIZE 1", "8BITMIME"]}, "email": {"to": {"address": "ü@exämple.com"}}}
+    fast = opensearch._dumps(doc)
+    monkeypatch.setattr(opensearch, "orjson", None)
+    assert fast == opensearch._dumps(doc)
+    assert json.loads(fast) == doc
