@@ -11,7 +11,6 @@ field) against ~0.3 µs for a named tuple — a third of the whole per-line budg
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,30 +68,6 @@ class EventKind(enum.Enum):
     OTHER = "other"  # a well-formed log line that is none of the above (kept in the transcript)
 
 
-def _quick_init(cls: type) -> type:
-    """Give a frozen slotted dataclass an ``__init__`` that stores each field through its slot
-    descriptor: the generated one calls ``object.__setattr__(self, name, value)`` per field, about
-    twice as slow, and several of these are built per session (``bench/parse_bench.py``).
-    Same signature and defaults; instances stay frozen (assignment still raises)."""
-    fields = [f for f in dataclasses.fields(cls) if f.init]
-    namespace: dict[str, object] = {}
-    params = []
-    for f in fields:
-        namespace[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
-        if f.default is not dataclasses.MISSING:
-            namespace[f"_default_{f.name}"] = f.default
-            params.append(f"{f.name}=_default_{f.name}")
-        else:
-            assert f.default_factory is dataclasses.MISSING, "not needed so far"
-            params.append(f.name)
-    body = "".join(f"    _set_{f.name}(self, {f.name})\n" for f in fields) or "    pass\n"
-    exec(f"def __init__(self, {', '.join(params)}):\n{body}", namespace)  # the way dataclasses builds its own __init__
-    init = namespace["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"  # type: ignore[attr-defined]
-    cls.__init__ = init  # type: ignore[misc]
-    return cls
-
-
 class Event(NamedTuple):
     """One parsed log line. ``text`` is the whole line decoded (UTF-8, invalid bytes replaced,
     line terminator removed); ``payload`` is its protocol part (after the direction tag)."""
@@ -127,7 +102,6 @@ class Defect:
         return f"{self.path}:{self.offset}:{sid} {self.reason}: {self.excerpt!r}"
 
 
-@_quick_init
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One complete (possibly multi-line) SMTP reply."""
@@ -143,7 +117,6 @@ class Reply:
         return self.code[0] in "23"
 
 
-@_quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The fate of one recipient (or of a transaction/session that got no recipient)."""
@@ -153,14 +126,12 @@ class Outcome:
     reply: Reply | None = None  # the deciding reply; None for FAILED (no reply is invented)
 
 
-@_quick_init
 @dataclass(frozen=True, slots=True)
 class Recipient:
     address: str
     outcome: Outcome
 
 
-@_quick_init
 @dataclass(frozen=True, slots=True)
 class Transaction:
     """One MAIL transaction. ``outcome`` is for the transaction itself when it has no recipient
@@ -172,7 +143,6 @@ class Transaction:
     outcome: Outcome
 
 
-@_quick_init
 @dataclass(frozen=True, slots=True)
 class Session:
     """One SMTP connection as assembled from the log.
