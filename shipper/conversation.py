@@ -321,6 +321,9 @@ class SessionAssembler:
         if code[0] not in "2345":
             return  # not an SMTP reply code (RFC 5321 §4.2.1): it answered, but decides nothing
         positive = code[0] in "23"
+        # The queue pairs every transaction-bound kind (MAIL, DATA, DOT, BDAT) with its transaction
+        # and RCPT with its recipient (see the command handlers): the `union-attr` ignores below are
+        # for mypy, which cannot see that pairing through the tuple; a None here would be our bug.
         if kind is _RCPT:
             rcpt.reply = r  # type: ignore[union-attr]
         elif kind is _MAIL:

@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from collections.abc import Mapping
+from typing import TextIO
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +144,11 @@ class JournalFormatter(logging.Formatter):
 
 
 def setup_logging(level: str | int = "info", *, env: Mapping[str, str] | None = None,
-                  stream: object = None) -> logging.Handler:
+                  stream: TextIO | None = None) -> logging.Handler:
     """Configure the root logger for the daemon: journald-friendly under systemd, timestamps
     on a terminal. Replaces handlers installed earlier (the CLI's basicConfig)."""
     stream = sys.stderr if stream is None else stream
-    handler = logging.StreamHandler(stream)  # type: ignore[arg-type]
+    handler = logging.StreamHandler(stream)
     if under_systemd(env):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
