@@ -156,7 +156,8 @@ class _Shared:
         return doc
 
 
-def _get(doc: dict[str, Any], dotted: str) -> Any:
+def get_field(doc: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted field name (``smtp.reply.code``) of a nested document, or None."""
     value: Any = doc
     for key in dotted.split("."):
         if not isinstance(value, dict) or key not in value:
@@ -168,8 +169,8 @@ def _get(doc: dict[str, Any], dotted: str) -> Any:
 def document_id(doc: dict[str, Any]) -> str:
     """Deterministic id: a hash of host, session id, session start, transaction and recipient,
     so re-sending a document after a crash overwrites it instead of duplicating it."""
-    parts = [_get(doc, "host.name"), _get(doc, "smtp.session_id"), _get(doc, "event.start"),
-             _get(doc, "smtp.transaction"), _get(doc, "email.to.address")]
+    parts = [get_field(doc, "host.name"), get_field(doc, "smtp.session_id"), get_field(doc, "event.start"),
+             get_field(doc, "smtp.transaction"), get_field(doc, "email.to.address")]
     key = "\x1f".join("" if p is None else str(p) for p in parts)
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 

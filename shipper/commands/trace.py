@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from shipper import config
+from shipper.documents import get_field
 from shipper.errors import ExitStatus, ShipperError
 from shipper.opensearch import make_client, translate_errors
 
@@ -76,15 +77,6 @@ def build_query(address: str, *, since: dt.datetime | None, verdict: str | None)
     return {"bool": {"filter": filters}}
 
 
-def _get(doc: dict[str, Any], dotted: str) -> Any:
-    value: Any = doc
-    for key in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
-
-
 def local_time(value: str | None, tz: dt.tzinfo | None = None) -> str:
     if not value:
         return "?"
@@ -106,20 +98,20 @@ COLUMNS = ("time", "dir", "sender → recipient", "remote ip", "verdict", "reaso
 
 
 def row(doc: dict[str, Any], tz: dt.tzinfo | None = None) -> tuple[str, ...]:
-    sender = _get(doc, "email.from.address")
+    sender = get_field(doc, "email.from.address")
     sender = "<>" if sender == "" else (sender or "?")
-    recipient = _get(doc, "email.to.address") or "(no recipient)"
-    code = _get(doc, "smtp.reply.code") or "-"
-    enhanced = _get(doc, "smtp.reply.enhanced")
+    recipient = get_field(doc, "email.to.address") or "(no recipient)"
+    code = get_field(doc, "smtp.reply.code") or "-"
+    enhanced = get_field(doc, "smtp.reply.enhanced")
     return (
-        local_time(_get(doc, "@timestamp"), tz),
-        {"outbound": "out", "inbound": "in"}.get(_get(doc, "smtp.direction") or "", "?"),
+        local_time(get_field(doc, "@timestamp"), tz),
+        {"outbound": "out", "inbound": "in"}.get(get_field(doc, "smtp.direction") or "", "?"),
         f"{sender} → {recipient}",
-        _get(doc, "smtp.remote.ip") or "-",
-        _get(doc, "smtp.verdict") or "?",
-        _get(doc, "smtp.reason") or "-",  # why not delivered (docs/reasons.md); absent when delivered
+        get_field(doc, "smtp.remote.ip") or "-",
+        get_field(doc, "smtp.verdict") or "?",
+        get_field(doc, "smtp.reason") or "-",  # why not delivered (docs/reasons.md); absent when delivered
         f"{code} {enhanced}" if enhanced else code,
-        _get(doc, "smtp.reply.text") or (f"(no reply; broke off at {_get(doc, 'smtp.stage')})" if _get(doc, "smtp.stage") else ""),
+        get_field(doc, "smtp.reply.text") or (f"(no reply; broke off at {get_field(doc, 'smtp.stage')})" if get_field(doc, "smtp.stage") else ""),
     )
 
 
@@ -141,11 +133,11 @@ def format_table(docs: Sequence[dict[str, Any]], *, tz: dt.tzinfo | None = None,
 def format_transcript(doc: dict[str, Any], tz: dt.tzinfo | None = None) -> str:
     r = row(doc, tz)
     reason = f" ({r[5]})" if r[5] != "-" else ""
-    title = f"── {r[0]}  {r[2]}  {r[4]}{reason} {r[6]}  session {_get(doc, 'smtp.session_id') or '?'}"
-    source = _get(doc, "log.file.path")
+    title = f"── {r[0]}  {r[2]}  {r[4]}{reason} {r[6]}  session {get_field(doc, 'smtp.session_id') or '?'}"
+    source = get_field(doc, "log.file.path")
     if source:
-        title += f"  ({source}:{_get(doc, 'log.offset')})"
-    transcript = _get(doc, "smtp.transcript") or "(no transcript stored)"
+        title += f"  ({source}:{get_field(doc, 'log.offset')})"
+    transcript = get_field(doc, "smtp.transcript") or "(no transcript stored)"
     return f"{title}\n{transcript.rstrip()}\n"
 
 
