@@ -78,6 +78,8 @@ def build_query(address: str, *, since: dt.datetime | None, verdict: str | None)
 
 
 def local_time(value: str | None, tz: dt.tzinfo | None = None) -> str:
+    """The time in this machine's zone (or ``tz``), with the zone's name: the transcript below a
+    row shows the mail server's own clock, which may be another zone."""
     if not value:
         return "?"
     try:
@@ -86,7 +88,7 @@ def local_time(value: str | None, tz: dt.tzinfo | None = None) -> str:
         return value
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+    return when.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def _cut(text: str, width: int) -> str:

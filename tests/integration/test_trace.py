@@ -44,7 +44,7 @@ def test_the_seed_question_in_one_command(loaded):
     code, out = loaded("synametrics@gmail.com")
     assert 0 == code
     _, row = out.splitlines()
-    assert row.startswith("2024-03-21 11:39:49  out  support@synametrics.com → synametrics@gmail.com  142.251.171.26  delivered  -       250 2.0.0")
+    assert row.startswith("2024-03-21 11:39:49 UTC  out  support@synametrics.com → synametrics@gmail.com  142.251.171.26  delivered  -       250 2.0.0")
 
 
 def test_newest_first_case_insensitive_with_verdicts(loaded):

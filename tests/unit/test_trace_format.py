@@ -66,11 +66,11 @@ def test_query_domain():
 
 
 def test_table_row_in_given_zone_with_reply_cut_short():
-    table = format_table([DOC], tz=dt.timezone(dt.timedelta(hours=-4)), width=150)
+    table = format_table([DOC], tz=dt.timezone(dt.timedelta(hours=-4)), width=170)
     header, line = table.splitlines()
     assert header.startswith("time") and "verdict" in header
-    assert line.startswith("2024-03-21 07:39:49  out  support@synametrics.com → synametrics@gmail.com  142.251.171.26  delivered  -       250 2.0.0")
-    assert line.endswith("…") and 150 == len(line)
+    assert line.startswith("2024-03-21 07:39:49 UTC-04:00  out  support@synametrics.com → synametrics@gmail.com  142.251.171.26  delivered  -       250 2.0.0")
+    assert line.endswith("…") and 170 == len(line)
 
 
 def test_failed_attempt_without_reply_and_null_sender():
