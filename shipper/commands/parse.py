@@ -12,7 +12,7 @@ import socket
 import sys
 
 from shipper import formats
-from shipper.errors import ConfigError, ExitStatus
+from shipper.errors import ConfigError, ExitStatus, ShipperError
 from shipper.inputs import ParseOptions, ParseStats, iter_documents, resolve_zone
 from shipper.model import Defect, Direction
 
@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
             out.write(dumps(doc))
             out.write("\n")
         out.flush()
-    finally:
-        print(f"smtp-shipper parse: {stats.summary()}", file=sys.stderr)
+    except ShipperError:
+        if stats.lines:  # how far it got (e.g. up to a --strict defect); nothing to say before any line
+            print(f"smtp-shipper parse: {stats.summary()}", file=sys.stderr)
+        raise
+    print(f"smtp-shipper parse: {stats.summary()}", file=sys.stderr)
     return int(ExitStatus.OK)

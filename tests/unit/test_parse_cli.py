@@ -53,6 +53,7 @@ def test_missing_file_exits_with_input_error(tmp_path: Path, capsys: pytest.Capt
     code, docs, err = run(capsys, str(SEED), str(tmp_path / "nope.log"))
     assert (4, []) == (code, docs)
     assert "nope.log: no such file" in err
+    assert "0 lines" not in err  # nothing was read: the error alone, no empty summary
 
 
 def test_messy_input_exits_zero_with_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,6 +69,7 @@ def test_strict_fails_on_first_defect(capsys: pytest.CaptureFixture[str]) -> Non
     code, _, err = run(capsys, "--strict", str(GOLDEN / "garbage-lines-inside-session.log"))
     assert 7 == code
     assert "garbage-lines-inside-session.log:710" in err
+    assert "smtp-shipper parse: 11 lines, " in err  # how far it got before the defect
 
 
 def test_direction_flag_overrides_inference(capsys: pytest.CaptureFixture[str]) -> None:
