@@ -34,20 +34,33 @@ def _age(iso: str | None) -> str:
     return f"{secs:.0f}s ago" if secs < 120 else f"{secs / 60:.0f}m ago"
 
 
-def format_status(status: dict[str, Any]) -> str:
+def _running(pid: int) -> bool:
+    """Whether a process with this pid exists (status.json outlives `run --once` and crashes)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but another user's (the service user's)
+        return True
+    return True
+
+
+def format_status(status: dict[str, Any], *, running: bool = True) -> str:
     """A human summary: one line per file, then the counters."""
     from shipper.daemon import status_line
 
-    out = [f"smtp-shipper pid {status['pid']}, status updated {_age(status['updated'])}: {status_line(status)}"]
+    state = "" if running else " (not running: this is its last status)"
+    out = [f"smtp-shipper pid {status['pid']}{state}, status updated {_age(status['updated'])}: {status_line(status)}"]
     out.append(f"buffered {status['buffered_bytes']} bytes (max seen {status['max_buffered_bytes_seen']}, "
                f"limit {status['max_buffered_bytes']}), {status['in_flight_documents']} documents in flight")
     if status.get("last_error"):
         out.append(f"last error ({_age(status.get('last_error_time'))}): {status['last_error']}")
     out.append("")
-    out.append(f"{'FILE':<50} {'POSITION':>12} {'SIZE':>12} {'LAG':>10} {'OPEN':>5} {'DEFECTS':>7}  LAST SHIPPED")
-    for f in status["files"]:
-        path = f["path"] if f["state"] == "following" else f"{f['path']} ({f['state']})"
-        out.append(f"{path:<50} {f['position']:>12} {f['size']:>12} {f['lag_bytes']:>10} "
+    paths = [f["path"] if f["state"] == "following" else f"{f['path']} ({f['state']})" for f in status["files"]]
+    width = max([4, *map(len, paths)])
+    out.append(f"{'FILE':<{width}} {'POSITION':>12} {'SIZE':>12} {'LAG':>10} {'OPEN':>5} {'DEFECTS':>7}  LAST SHIPPED")
+    for path, f in zip(paths, status["files"]):
+        out.append(f"{path:<{width}} {f['position']:>12} {f['size']:>12} {f['lag_bytes']:>10} "
                    f"{f['sessions_open']:>5} {f['defects']:>7}  {_age(f['last_shipped'])}")
     out.append("")
     counters = status.get("counters", {})
@@ -72,5 +85,5 @@ def run(args: argparse.Namespace) -> int:
         json.dump(status, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        print(format_status(status))
+        print(format_status(status, running=_running(int(status["pid"]))))
     return int(ExitStatus.OK)

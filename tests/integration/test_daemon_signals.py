@@ -196,3 +196,7 @@ def test_status_command_reads_status_json(tmp_path, opensearch, opensearch_url, 
     assert f["lag_bytes"] == f["size"] - f["position"]
     assert out.returncode == 0, out.stderr
     assert str(log) in out.stdout and "documents_delivered=1" in out.stdout
+    assert "not running" not in out.stdout
+    after = subprocess.run([sys.executable, "-m", "shipper", "status", "--config", str(cfg)],
+                           check=False, capture_output=True, text=True, cwd=str(REPO))
+    assert after.returncode == 0 and "(not running: this is its last status)" in after.stdout
