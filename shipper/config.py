@@ -444,16 +444,10 @@ def _choice(*choices: str) -> Check:
 
 
 def _formats() -> tuple[str, ...]:
-    """The names of the log formats ``shipper.formats`` knows (only xeams until it says more)."""
-    try:
-        from shipper import formats
-    except ImportError:  # pragma: no cover - the package always has it
-        return ("xeams",)
-    names = getattr(formats, "names", None)
-    if callable(names):
-        return tuple(names())
-    registry = getattr(formats, "FORMATS", None)
-    return tuple(registry) if isinstance(registry, Mapping) and registry else ("xeams",)
+    """The names of the log formats ``shipper.formats`` knows."""
+    from shipper import formats  # late: formats pulls in the parser, which config users may not need
+
+    return tuple(formats.names())
 
 
 def _format(value: Any, path: KeyPath, ctx: _Ctx) -> str:

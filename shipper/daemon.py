@@ -36,9 +36,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shipper import follow
+from shipper import conversation, documents, follow, formats, opensearch
 from shipper.checkpoint import Checkpoint, CheckpointStore, write_atomic
 from shipper.errors import ConnectionFailed, ShipperError
+from shipper.model import Defect, Direction, EventKind
+from shipper.opensearch import ShippingStopped
+from shipper.reasons import Classifier
 from shipper.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -77,8 +80,6 @@ class InputState:
     rotation are joined because all files of an input feed the same assembler)."""
 
     def __init__(self, spec: Any, settings: Any, store: CheckpointStore) -> None:
-        from shipper import conversation, formats
-
         self.spec = spec
         self.format = formats.get(spec.format)
         self.assembler = conversation.SessionAssembler(**_assembler_args(spec, self.format))
@@ -103,28 +104,15 @@ class InputState:
 
 def _assembler_args(spec: Any, fmt: Any) -> dict[str, Any]:
     """SessionAssembler keyword arguments from an input's settings."""
-    import inspect
-
-    from shipper import conversation
-    from shipper.model import Direction
-
-    params = inspect.signature(conversation.SessionAssembler).parameters
-    args: dict[str, Any] = {}
-    if "direction" in params:
-        if spec.direction == "auto":
-            # As `parse`/`backfill` do: what the file name says (SMTPOutboundConversation* →
-            # outbound), else None and the assembler decides per session from its content.
-            names = {fmt.direction_from_name(p) for p in spec.paths}
-            args["direction"] = names.pop() if len(names) == 1 else None
-        else:
-            args["direction"] = Direction(spec.direction)
-    if "tz" in params:
-        from zoneinfo import ZoneInfo
-
-        args["tz"] = ZoneInfo(spec.timezone) if spec.timezone else None
-    if "fmt" in params:
-        args["fmt"] = fmt
-    return args
+    direction: Direction | None
+    if spec.direction == "auto":
+        # As `parse`/`backfill` do: what the file name says (SMTPOutboundConversation* →
+        # outbound), else None and the assembler decides per session from its content.
+        names = {fmt.direction_from_name(p) for p in spec.paths}
+        direction = names.pop() if len(names) == 1 else None
+    else:
+        direction = Direction(spec.direction)
+    return {"direction": direction, "tz": spec.zone}
 
 
 class LastError(logging.Handler):
@@ -162,8 +150,6 @@ class Sender(threading.Thread):
         self.busy = False
 
     def run(self) -> None:
-        from shipper.opensearch import ShippingStopped
-
         while True:
             item = self.todo.get()
             if item is None:
@@ -193,8 +179,6 @@ class Sender(threading.Thread):
                 return
 
     def _ship(self, batch: list[Work]) -> None:
-        from shipper.opensearch import ShippingStopped
-
         docs = [d for w in batch for d in w.docs]
         attempt = 0
         while True:
@@ -221,17 +205,11 @@ class Sender(threading.Thread):
         for w in batch:
             w.acked = now
             for d in w.docs:
-                if dead and _doc_id(d) in dead:
+                if dead and documents.document_id(d) in dead:
                     w.dead_lettered += 1
                 else:
                     w.verdicts[str(d.get("smtp", {}).get("verdict", "unknown"))] += 1
             self.done.put(w)
-
-
-def _doc_id(doc: dict[str, Any]) -> str:
-    from shipper import documents
-
-    return str(documents.document_id(doc))
 
 
 class Daemon:
@@ -283,11 +261,9 @@ class Daemon:
 
     # -- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
-        from shipper import opensearch
-
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store.load()
-        self._classifier = _classifier(self.settings)
+        self._classifier = Classifier.from_files(tuple(self.settings.reasons.rules_files))
         self.inputs = [InputState(spec, self.settings, self.store) for spec in self.settings.inputs]
         if not self.inputs:
             log.warning("no inputs configured: nothing to follow (see 'inputs:' in the configuration)")
@@ -390,8 +366,6 @@ class Daemon:
         return paused
 
     def _process(self, inp: InputState, lines: list[follow.Line]) -> int:
-        from shipper.model import Defect
-
         parse = inp.format.parse_line
         feed = inp.assembler.feed
         finished: list[Any] = []
@@ -428,8 +402,6 @@ class Daemon:
         return nbytes
 
     def _track(self, inp: InputState, ev: Any, line: follow.Line, done: list[Any]) -> None:
-        from shipper.model import EventKind
-
         sid = ev.session_id
         if ev.kind is not EventKind.CONNECT and any(s.session_id == sid for s in done):
             return  # this line ended its session (e.g. the termination line)
@@ -460,8 +432,6 @@ class Daemon:
     def _emit(self, inp: InputState, finished: list[tuple[Any, list[Any], int]]) -> None:
         if not finished:
             return
-        from shipper import documents
-
         docs: list[dict[str, Any]] = []
         positions: list[tuple[follow.TrackedFile, int, str]] = []
         nbytes = 0
@@ -481,7 +451,7 @@ class Daemon:
     def _flush_idle(self) -> None:
         idle = float(self.settings.idle_timeout)
         for inp in self.inputs:
-            done = _flush_idle(inp.assembler, idle)
+            done = list(inp.assembler.flush_idle(time.monotonic(), idle))
             if done:
                 log.debug("%d idle sessions emitted as incomplete", len(done))
                 self._emit(inp, [self._finish(inp, s) for s in done])
@@ -536,7 +506,7 @@ class Daemon:
         safe: dict[follow.TrackedFile, tuple[int, set[str]]] = {}
         for inp in self.inputs:
             shared = Counter(f.label for f in inp.follower.files)
-            open_pos = _open_positions(inp.assembler)
+            open_pos = dict(inp.assembler.open_positions())
             for f in inp.follower.files:
                 pos = f.offset
                 if shared[f.label] == 1 and f.label in open_pos:
@@ -738,32 +708,6 @@ class Daemon:
         self.notifier.close()
         if self._ack_log is not None:
             self._ack_log.close()
-
-
-def _flush_idle(assembler: Any, idle: float) -> list[Any]:
-    """``flush_idle`` of the assembler with a wall clock (the assembler's idea of "now")."""
-    import inspect
-
-    params = list(inspect.signature(assembler.flush_idle).parameters)
-    if params and params[0] == "now":
-        return list(assembler.flush_idle(time.monotonic(), idle))
-    return list(assembler.flush_idle(idle))
-
-
-def _open_positions(assembler: Any) -> dict[str, int]:
-    try:
-        return dict(assembler.open_positions())
-    except AttributeError:
-        return {}
-
-
-def _classifier(settings: Any) -> Any:
-    try:
-        from shipper.reasons import Classifier
-    except ImportError:
-        return None
-    files = tuple(getattr(settings.reasons, "rules_files", ()) or ())
-    return Classifier.from_files(files)
 
 
 def _iso(t: float) -> str:

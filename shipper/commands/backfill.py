@@ -49,6 +49,7 @@ from shipper.opensearch import (
     translate_errors,
 )
 from shipper.progress import Progress, format_duration
+from shipper.reasons import Classifier
 from shipper.setup import names, template_installed
 
 log = logging.getLogger(__name__)
@@ -77,13 +78,7 @@ def parse_options(args: argparse.Namespace, settings: Any) -> ParseOptions:
         tz = resolve_zone(args.timezone)
     except ValueError as exc:
         raise ConfigError(f"--timezone: {exc}") from None
-    classifier = None
-    try:
-        from shipper.reasons import Classifier
-
-        classifier = Classifier.from_files(tuple(settings.reasons.rules_files or ()))
-    except ImportError:
-        pass
+    classifier = Classifier.from_files(tuple(settings.reasons.rules_files))
     return ParseOptions(
         format=args.format,
         direction=None if args.direction == "auto" else Direction(args.direction),

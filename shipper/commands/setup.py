@@ -5,20 +5,16 @@ reports every step "unchanged"."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from shipper import config
+from shipper import config, dashboards, monitors
 from shipper.errors import ExitStatus
 from shipper.opensearch import display_hosts, make_client, translate_errors
 from shipper.setup import Step, index_steps, installed_plugins, names, rendered_bodies
-
-# Modules contributing steps with ``setup_steps(settings, client) -> list[Step]``, in order.
-CONTRIBUTORS = ("shipper.monitors", "shipper.dashboards")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,30 +44,9 @@ def export(settings: Any, directory: Path) -> list[Path]:
         path = directory / f"{kind}.{name}.json"
         path.write_text(json.dumps(bodies[key], indent=2) + "\n", encoding="utf-8")
         written.append(path)
-    try:
-        from shipper import dashboards
-    except ModuleNotFoundError:
-        return written
     written.extend(Path(p) for p in dashboards.export(settings, directory))
-    from shipper import monitors
-
     written.extend(Path(p) for p in monitors.export(settings, directory))
     return written
-
-
-def contributed_steps(settings: Any, client: Any) -> list[Step]:
-    steps: list[Step] = []
-    for module_name in CONTRIBUTORS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # not built (yet)
-        factory = getattr(module, "setup_steps", None)
-        if factory is not None:
-            steps.extend(factory(settings, client))
-    return steps
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         version = info.get("version", {}).get("number", "?")
         print(f"OpenSearch {version} at {display_hosts(os_settings)}")
         plugins = installed_plugins(client)
-        steps: list[Step] = index_steps(settings, client, plugins)
-        steps += contributed_steps(settings, client)
+        steps: list[Step] = [
+            *index_steps(settings, client, plugins),
+            *monitors.setup_steps(settings, client, plugins),  # the plugin list, asked once above
+            *dashboards.setup_steps(settings, client),
+        ]
         for step in steps:
             report = step.run(dry_run=args.dry_run)
             counts[report.outcome.value] += 1
