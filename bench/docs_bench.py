@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""What everything after a ``Session`` costs: ``python bench/docs_bench.py [--lines N]``.
+
+The corpus (``parse_bench``'s interleaved outbound conversations, or with ``--corpus ingest``
+``ingest_bench``'s one-recipient sessions) is parsed to ``Session`` objects once, untimed.
+Then, per CPU second of this process, best of ``--repeat`` rounds:
+
+* ``build_documents`` — sessions → document dicts (reason classifier included, as in backfill:
+  a ``Classifier`` built from the built-in rules);
+* ``prepare`` — document → ``BulkItem`` (index name, id, action and source JSON);
+* ``worker tail`` — what backfill's worker does per document after parsing: ``prepare``, the
+  batching and the pickling of the queue payload (``multiprocessing.Queue`` pickles each
+  message in the worker), measured on whole batches of ``bulk.max_docs``.
+
+µs per session and per document. ``--profile`` prints the top functions of one round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import pickle
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "bench"))
+
+from shipper import formats  # noqa: E402 — after the sys.path lines above
+from shipper.conversation import SessionAssembler  # noqa: E402
+from shipper.documents import build_documents  # noqa: E402
+from shipper.inputs import iter_lines  # noqa: E402
+from shipper.model import Defect, Direction, Session  # noqa: E402
+from shipper.opensearch import prepare  # noqa: E402
+from shipper.reasons import Classifier  # noqa: E402
+
+PREFIX = "smtp-deliveries"
+MAX_DOCS = 1000  # config default of opensearch.bulk.max_docs
+
+
+def load_sessions(path: str, tz: Any) -> list[Session]:
+    fmt = formats.get("xeams")
+    assembler = SessionAssembler(direction=Direction.OUTBOUND, tz=tz)
+    sessions: list[Session] = []
+    with open(path, "rb") as stream:
+        for offset, raw, _note in iter_lines(stream):
+            item = fmt.parse_line(raw, offset, path)
+            if not isinstance(item, Defect):
+                sessions.extend(assembler.feed(item))
+    sessions.extend(assembler.flush_all())
+    return sessions
+
+
+def corpus(kind: str, lines: int, directory: str) -> str:
+    path = os.path.join(directory, "SMTPOutboundConversation.log")
+    if kind == "parse":
+        import parse_bench
+
+        parse_bench.generate(path, lines, 50)
+    else:
+        import ingest_bench
+
+        ingest_bench.generate(Path(path), max(1, lines // 16))  # ~16 lines per session
+    return path
+
+
+def cpu() -> float:
+    return time.process_time()
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    gc.collect()
+    start = cpu()
+    result = fn()
+    return cpu() - start, result
+
+
+def worker_tail(docs: list[dict[str, Any]]) -> int:
+    """backfill's ``_produce`` after ``iter_documents``: prepare, batch, pickle the message."""
+    from shipper.commands import backfill
+
+    sink = 0
+    encode = getattr(backfill, "_encode_batch", None)  # the worker's payload, when it has one
+    batch: list[Any] = []
+    for doc in docs:
+        batch.append(prepare(doc, PREFIX))
+        if len(batch) >= MAX_DOCS:
+            payload = encode(batch) if encode else [(i.index, i.id, i.action, i.source) for i in batch]
+            sink += len(pickle.dumps(("batch", payload, (0, 0, 0)), protocol=pickle.HIGHEST_PROTOCOL))
+            batch = []
+    if batch:
+        payload = encode(batch) if encode else [(i.index, i.id, i.action, i.source) for i in batch]
+        sink += len(pickle.dumps(("batch", payload, (0, 0, 0)), protocol=pickle.HIGHEST_PROTOCOL))
+    return sink
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lines", type=int, default=300_000, help="corpus lines (default 300000)")
+    parser.add_argument("--corpus", choices=("parse", "ingest"), default="parse",
+                        help="parse_bench's mixed conversations (default) or ingest_bench's sessions")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; the fastest counts")
+    parser.add_argument("--timezone", default="Europe/Berlin")
+    parser.add_argument("--profile", action="store_true", help="cProfile one round instead")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="docs-bench-") as tmp:
+        path = corpus(args.corpus, args.lines, tmp)
+        sessions = load_sessions(path, ZoneInfo(args.timezone))
+    classifier = Classifier.from_files(())
+    n_sessions = len(sessions)
+
+    def build() -> int:
+        # the documents are dropped as in the pipeline: keeping them all makes the cyclic GC
+        # walk an ever larger heap and doubles the figure (measured: 27 → 54 µs per session)
+        count = 0
+        for session in sessions:
+            count += len(build_documents(session, host_name="bench", dataset="xeams.smtp",
+                                         classifier=classifier))
+        return count
+
+    docs = [doc for session in sessions
+            for doc in build_documents(session, host_name="bench", dataset="xeams.smtp",
+                                       classifier=classifier)]
+    n_docs = len(docs)
+
+    def prep() -> int:
+        return sum(len(prepare(doc, PREFIX).source) for doc in docs)
+
+    if args.profile:
+        import cProfile
+        import pstats
+
+        for name, fn in (("build_documents", build), ("prepare", prep), ("worker tail", lambda: worker_tail(docs))):
+            profiler = cProfile.Profile()
+            profiler.runcall(fn)
+            print(f"== {name}")
+            pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(15)
+        return 0
+
+    best = {"build_documents": float("inf"), "prepare": float("inf"), "worker tail": float("inf")}
+    for _ in range(max(1, args.repeat)):
+        best["build_documents"] = min(best["build_documents"], timed(build)[0])
+        best["prepare"] = min(best["prepare"], timed(prep)[0])
+        best["worker tail"] = min(best["worker tail"], timed(lambda: worker_tail(docs))[0])
+
+    print(f"{args.corpus} corpus: {n_sessions:,} sessions, {n_docs:,} documents "
+          f"({n_docs / n_sessions:.2f} per session), zone {args.timezone}; "
+          f"python {sys.version.split()[0]}; best of {args.repeat}, CPU time")
+    print(f"{'step':22} {'CPU s':>7} {'µs/session':>11} {'µs/document':>12}")
+    for name, seconds in best.items():
+        print(f"{name:22} {seconds:7.3f} {seconds / n_sessions * 1e6:11.2f} {seconds / n_docs * 1e6:12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
