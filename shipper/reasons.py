@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import enum
 import functools
 import logging
 import re
@@ -97,10 +98,20 @@ _ENHANCED_VALUE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _QMAIL_ENHANCED = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 # Multi-line replies repeat the code on every line ("550-5.1.1 ... 550-5.1.1 ..."),
 # which would split the phrases rules look for; they are removed before matching.
-# "(?<!\S)" is "(?<=\s)|^" and "(?!\S)" is "(?=\s|$)" (a final newline is whitespace), written
-# the way the regex engine tries faster at each position.
-_REPEATED_CODES = re.compile(r"(?<!\S)(?:\d{3}[ -])?[245]\.\d{1,3}\.\d{1,3}(?!\S)")
+# That is ``(?<!\S)(?:\d{3}[ -])?[245]\.\d{1,3}\.\d{1,3}(?!\S)`` ("(?<!\S)": at the start or after
+# whitespace; "(?!\S)": before whitespace or the end), written to start with a digit: a pattern
+# that starts with a character class lets the regex engine skip ahead to the next digit, where
+# one that starts with a look-behind is tried at every position (1.5 µs instead of 2.2 on a
+# typical reply). The look-behind, after the first digit, looks at the character before it;
+# "(?<=[245])" makes the single-digit branch the "[245]" of the original. Proven equal on
+# random texts in tests/unit/test_reasons_fast.py.
+_REPEATED_CODES = re.compile(
+    r"\d(?:(?<!\S.)\d\d[ -][245]|(?<=[245])(?<!\S.))\.\d{1,3}\.\d{1,3}(?!\S)")
 _SPACES = re.compile(r"\s+")
+_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")  # fullmatch: an enhanced code as _REPEATED_CODES sees one
+# In every match of _REPEATED_CODES there is a "[245]\.\d"; written to start with the literal
+# "." (the look-behind then checks the digit before it) so that the engine skips from dot to dot.
+_CODE_HINT = re.compile(r"\.(?<=[245]\.)\d")
 # For grouping unmatched replies: addresses and tokens with digits (IPs, queue ids).
 _ADDRESS = re.compile(r"<?[\w.+=-]+@[\w.-]+>?")
 _DIGIT_TOKEN = re.compile(r"[^\s]*\d[^\s]*")
@@ -193,6 +204,8 @@ class Classifier:
             tuple[str, tuple[int, int, int] | None, Any],
             tuple[tuple[tuple[re.Pattern[str], ...] | None, Rule], ...],
         ] = {}
+        # (code, enhanced, stage) → decision, for replies that their enhanced code alone decides
+        self._text_free: dict[tuple[str, str, Any], tuple[str, Rule]] = {}
 
     @classmethod
     def from_files(cls, user_files: Sequence[Path | str] = ()) -> Classifier:
@@ -224,7 +237,19 @@ class Classifier:
         if code is None:
             return "connection", None
         code = str(code).strip()
-        stage = getattr(stage, "value", stage)  # a model enum or its string
+        if stage is not None and stage.__class__ is not str:  # a model enum or its string
+            # ``_value_``, not ``value``: Enum.value is a Python-level property
+            stage = stage._value_ if isinstance(stage, enum.Enum) else getattr(stage, "value", stage)
+        if enhanced:
+            # Replies whose enhanced code alone decides (5.1.1: a final rule without text) carry
+            # their recipient's address, so no two texts are alike and the cache below would
+            # only miss: they are remembered per (code, enhanced, stage) instead.
+            try:
+                decided = self._text_free.get((code, enhanced, stage))
+            except TypeError:  # an unhashable argument: decided below, without the caches
+                decided = None
+            if decided is not None:
+                return decided
         try:
             reason, rule, normalized = self._decide_cached(code, enhanced, text, stage)
         except TypeError:  # an unhashable argument: decide without the caches
@@ -239,28 +264,37 @@ class Classifier:
         """(reason, deciding rule or None, normalized text) of one reply."""
         raw_text = text or ""
         status = _parse_enhanced(enhanced, code, raw_text)
-        # " ".join(x.split()) is _SPACES.sub(" ", x).strip() (both split on Unicode whitespace),
-        # about twice as fast
-        normalized = " ".join(_REPEATED_CODES.sub(" ", raw_text).split())
-        lowered = normalized.lower()
-        if cache:
-            key = (code, status, stage)
-            candidates = self._candidates.get(key)
-            if candidates is None:
-                if len(self._candidates) >= DECISION_CACHE_SIZE:
-                    self._candidates.clear()
-                candidates = self._candidates[key] = tuple(
-                    (rule.text, rule) for rule in self.rules
-                    if rule.matches(code, status, lowered, stage, check_text=False))
-            for patterns, rule in candidates:
-                if patterns is None:
-                    return rule.reason, rule, normalized
-                for pattern in patterns:
-                    if pattern.search(lowered):
-                        return rule.reason, rule, normalized
-        else:
+        if not cache:
+            normalized = _normalize(raw_text, enhanced)
+            lowered = normalized.lower()
             for rule in self.rules:
                 if rule.matches(code, status, lowered, stage):
+                    return rule.reason, rule, normalized
+            return "other", None, normalized
+        key = (code, status, stage)
+        candidates = self._candidates.get(key)
+        if candidates is None:
+            if len(self._candidates) >= DECISION_CACHE_SIZE:
+                self._candidates.clear()
+            candidates = self._candidates[key] = tuple(
+                (rule.text, rule) for rule in self.rules
+                if rule.matches(code, status, "", stage, check_text=False))
+        if candidates and candidates[0][0] is None:
+            # The first candidate has no text condition: it decides whatever the text says.
+            # The normalized text is only wanted for an unmatched reply, so not made here.
+            rule = candidates[0][1]
+            if enhanced:  # then ``status`` came from ``enhanced`` alone, not from the text
+                if len(self._text_free) >= DECISION_CACHE_SIZE:
+                    self._text_free.clear()
+                self._text_free[(code, enhanced, stage)] = (rule.reason, rule)
+            return rule.reason, rule, ""
+        normalized = _normalize(raw_text, enhanced)
+        lowered = normalized.lower()
+        for patterns, rule in candidates:
+            if patterns is None:
+                return rule.reason, rule, normalized
+            for pattern in patterns:
+                if pattern.search(lowered):
                     return rule.reason, rule, normalized
         return "other", None, normalized
 
@@ -294,15 +328,56 @@ class Classifier:
             self.unmatched_overflow += 1
 
 
+def _normalize(text: str, enhanced: str | None) -> str:
+    """The text rules look at: repeated codes removed, whitespace collapsed; that is
+    ``" ".join(_REPEATED_CODES.sub(" ", text).split())``. (``" ".join(x.split())`` is
+    ``_SPACES.sub(" ", x).strip()``, both split on Unicode whitespace, about twice as fast.)
+
+    Most replies start with their enhanced code and hold no other ("4.7.1 <a@b.c>: Recipient
+    address rejected: Greylisted ..."): then the code is cut off by hand and a cheaper search
+    than the substitution's shows that no other code is left (0.5 µs instead of 2)."""
+    if enhanced and text.startswith(enhanced) and _plain_code(enhanced):
+        # At position 0 the substitution removes exactly ``enhanced`` when a space (or the end)
+        # follows it: its optional "\d{3}[ -]" cannot match "5.1" and its digits stop there.
+        rest = text[len(enhanced):]
+        if (not rest or rest[0].isspace()) and _CODE_HINT.search(rest) is None:
+            return " ".join(rest.split())
+    return " ".join(_REPEATED_CODES.sub(" ", text).split())
+
+
+_PLAIN_CODES: dict[str, bool] = {}
+
+
+def _plain_code(enhanced: str) -> bool:
+    """``_CODE.fullmatch(enhanced)``, remembered (the same few codes all day)."""
+    plain = _PLAIN_CODES.get(enhanced)
+    if plain is None:
+        if len(_PLAIN_CODES) >= DECISION_CACHE_SIZE:
+            _PLAIN_CODES.clear()
+        plain = _PLAIN_CODES[enhanced] = _CODE.fullmatch(enhanced) is not None
+    return plain
+
+
+_STATUSES: dict[tuple[str, str], tuple[int, int, int] | None] = {}  # (enhanced, class) → status
+
+
 def _parse_enhanced(
     enhanced: str | None, code: str, text: str
 ) -> tuple[int, int, int] | None:
-    candidate = enhanced.strip() if enhanced else None
-    if candidate is None:
-        qmail = _QMAIL_ENHANCED.search(text)
-        candidate = qmail.group(1) if qmail else None
-    if candidate is None:
-        return None
+    if enhanced:  # the same few enhanced codes all day: parsed once each
+        key = (enhanced, code[:1])
+        try:
+            return _STATUSES[key]
+        except KeyError:
+            if len(_STATUSES) >= DECISION_CACHE_SIZE:
+                _STATUSES.clear()
+            status = _STATUSES[key] = _status(enhanced.strip(), code)
+            return status
+    qmail = _QMAIL_ENHANCED.search(text)
+    return _status(qmail.group(1), code) if qmail else None
+
+
+def _status(candidate: str, code: str) -> tuple[int, int, int] | None:
     match = _ENHANCED_VALUE.match(candidate)
     # RFC 3463 §2: the class must agree with the reply code's first digit.
     if match is None or (code and match.group(1) != code[:1]):
