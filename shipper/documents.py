@@ -8,9 +8,9 @@ A document is a plain JSON-ready dict of nested objects; absent values are omitt
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timezone
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from shipper import reasons
 from shipper.model import Direction, Outcome, Session, Transaction, Verdict
@@ -22,6 +22,7 @@ class _Classifier(Protocol):
 
 
 _DELIVERED = Verdict.DELIVERED
+_INBOUND = Direction.INBOUND
 _OUTCOMES = {verdict.value: verdict.outcome for verdict in Verdict}  # by value: Enum hashes slowly
 
 
@@ -29,63 +30,110 @@ def _iso(dt: datetime) -> str:
     return dt.isoformat(timespec="milliseconds")
 
 
+# -- times -------------------------------------------------------------------------------------
+# Every document carries three ISO times (@timestamp, event.start, event.end) and a duration;
+# ``isoformat`` and ``astimezone`` cost about a microsecond each, and a log's times repeat to
+# the second (one session's lines, and many sessions, share a second). So the parts of a time
+# that do not depend on its milliseconds are made once per second and zone: the text before
+# and after the milliseconds, and the second in UTC microseconds since the epoch.
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLIS = tuple(f".{ms:03d}" for ms in range(1000))  # isoformat's milliseconds: truncated
+_SECONDS_KEPT = 4096
+# (second, minute, hour, ordinal day, fold, tzinfo) → (head, tail, UTC µs of the second)
+_seconds: dict[tuple[Any, ...], tuple[str, str, int]] = {}
+# Zones whose offset is the same for every microsecond of a second: offsets change on whole
+# seconds (zoneinfo's transitions are whole seconds; a fixed offset never changes). Any other
+# tzinfo (or none) takes the plain, uncached way.
+_CACHEABLE_ZONES = (ZoneInfo, timezone)
+
+
+def _second(dt: datetime) -> tuple[str, str, int] | None:
+    """The cached parts of ``dt``'s second, or None for a zone that is not cached. (The
+    lookup is repeated inline where it is hot: a call costs as much as the lookup.)"""
+    key = (dt.second, dt.minute, dt.hour, dt.toordinal(), dt.fold, dt.tzinfo)
+    parts = _seconds.get(key)
+    if parts is None and isinstance(dt.tzinfo, _CACHEABLE_ZONES):
+        whole = dt.replace(microsecond=0)
+        text = whole.isoformat(timespec="milliseconds")
+        delta = whole - _EPOCH  # aware minus aware: through UTC
+        if len(_seconds) >= _SECONDS_KEPT:
+            _seconds.clear()
+        parts = _seconds[key] = (text[:19], text[23:],
+                                 (delta.days * 86_400 + delta.seconds) * 1_000_000
+                                 + delta.microseconds)
+    return parts
+
+
+def _stamp(dt: datetime) -> str:
+    """``dt.isoformat(timespec="milliseconds")``."""
+    parts = _seconds.get((dt.second, dt.minute, dt.hour, dt.toordinal(), dt.fold, dt.tzinfo))
+    if parts is None:
+        parts = _second(dt)
+        if parts is None:
+            return dt.isoformat(timespec="milliseconds")
+    return parts[0] + _MILLIS[dt.microsecond // 1000] + parts[1]
+
+
+def _span(start: datetime, end: datetime) -> tuple[str, str, int]:
+    """ISO start, ISO end and the duration in nanoseconds (never negative) of a session."""
+    first = _seconds.get((start.second, start.minute, start.hour, start.toordinal(), start.fold,
+                          start.tzinfo)) or _second(start)
+    last = _seconds.get((end.second, end.minute, end.hour, end.toordinal(), end.fold,
+                         end.tzinfo)) or _second(end)
+    if first is None or last is None:
+        # aware datetimes sharing one tzinfo subtract as wall times (ignoring fold): via UTC
+        delta = end.astimezone(UTC) - start.astimezone(UTC)
+        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return _iso(start), _iso(end), max(0, micros) * 1000
+    start_us, end_us = start.microsecond, end.microsecond
+    micros = last[2] + end_us - first[2] - start_us
+    return (first[0] + _MILLIS[start_us // 1000] + first[1],
+            last[0] + _MILLIS[end_us // 1000] + last[1],
+            (micros if micros > 0 else 0) * 1000)
+
+
+# -- documents ---------------------------------------------------------------------------------
+
+
 def build_documents(session: Session, *, host_name: str, dataset: str,
                     classifier: _Classifier | None = None) -> list[dict[str, Any]]:
     """The documents of one session: one per recipient of each transaction; one per
-    transaction that got no recipient; one for a session that never reached MAIL."""
-    shared = _Shared(session, host_name, dataset,
-                     classifier.classify if classifier is not None else reasons.classify)
-    docs: list[dict[str, Any]] = []
-    append = docs.append
-    for txn in session.transactions:
-        if txn.recipients:
-            for rcpt in txn.recipients:
-                append(shared.document(txn, rcpt.address, rcpt.outcome))
+    transaction that got no recipient; one for a session that never reached MAIL.
+
+    What the documents of a session have in common is worked out once, into locals; each
+    document still gets its own dicts and lists: nothing mutable is shared between them.
+    Keys are inserted in a fixed order (the JSON sent to OpenSearch follows it)."""
+    classify = classifier.classify if classifier is not None else reasons.classify
+    start, end, duration = _span(session.start, session.end)
+    transcript = "\n".join(session.lines)
+    direction = session.direction
+    direction_value = direction._value_
+    session_id = session.session_id
+    tls = session.tls
+    helo = session.helo
+    ip = session.remote_ip
+    remote_host = session.remote_host
+    extensions = session.extensions
+    incomplete = session.incomplete
+    log_path = session.path
+    log_offset = session.offset
+    role = "source" if direction is _INBOUND else "destination"
+
+    # (transaction, recipient, outcome) of each document, in order
+    parts: list[tuple[Transaction | None, str | None, Outcome]] = []
+    for transaction in session.transactions:
+        if transaction.recipients:
+            parts.extend([(transaction, rcpt.address, rcpt.outcome)
+                          for rcpt in transaction.recipients])
         else:
-            append(shared.document(txn, None, txn.outcome))
-    if not session.transactions:
+            parts.append((transaction, None, transaction.outcome))
+    if not parts:
         assert session.outcome is not None
-        append(shared.document(None, None, session.outcome))
-    return docs
+        parts.append((None, None, session.outcome))
 
-
-class _Shared:
-    """What every document of one session has in common, computed once per session (time
-    zone conversions and ISO strings cost microseconds each; a session may have many
-    recipients). Each document still gets its own dicts: nothing mutable is shared."""
-
-    __slots__ = ("classify", "dataset", "direction", "duration", "end", "extensions", "helo",
-                 "host_name", "incomplete", "ip", "offset", "path", "remote_host", "role",
-                 "session", "session_id", "start", "tls", "transcript")
-
-    def __init__(self, session: Session, host_name: str, dataset: str,
-                 classify: Callable[..., str]) -> None:
-        self.session = session
-        self.host_name = host_name
-        self.dataset = dataset
-        self.classify = classify
-        self.transcript = "\n".join(session.lines)
-        start, end = session.start, session.end
-        self.start = _iso(start)
-        self.end = self.start if end is start else _iso(end)
-        # aware datetimes sharing one tzinfo subtract as wall times (ignoring fold): go through UTC
-        delta = end.astimezone(UTC) - start.astimezone(UTC)
-        self.duration = max(0, (delta.days * 86_400 + delta.seconds) * 1_000_000
-                            + delta.microseconds) * 1000
-        self.direction = session.direction._value_
-        self.session_id = session.session_id
-        self.tls = session.tls
-        self.helo = session.helo
-        self.ip = session.remote_ip
-        self.remote_host = session.remote_host
-        self.extensions = session.extensions
-        self.incomplete = session.incomplete
-        self.path = session.path
-        self.offset = session.offset
-        self.role = "source" if session.direction is Direction.INBOUND else "destination"
-
-    def document(self, txn: Transaction | None, recipient: str | None,
-                 outcome: Outcome) -> dict[str, Any]:
+    docs: list[dict[str, Any]] = []
+    for txn, recipient, outcome in parts:
         reply = outcome.reply
         verdict = outcome.verdict
         # ``_value_``: Enum.value is a Python-level property, read a few times per document
@@ -93,67 +141,72 @@ class _Shared:
         smtp: dict[str, Any] = {
             "verdict": verdict_value,
             "stage": outcome.stage._value_,
-            "direction": self.direction,
-            "session_id": self.session_id,
-            "tls": self.tls,
-            "transcript": self.transcript,
+            "direction": direction_value,
+            "session_id": session_id,
+            "tls": tls,
+            "transcript": transcript,
         }
         if reply is not None:
-            smtp_reply = {"code": reply.code}
-            if reply.enhanced:
-                smtp_reply["enhanced"] = reply.enhanced
-            if reply.text:
-                smtp_reply["text"] = reply.text
-            smtp["reply"] = smtp_reply
-        if verdict is not _DELIVERED:
-            # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
-            if reply is not None:
-                smtp["reason"] = self.classify(reply.code, reply.enhanced, reply.text,
-                                               outcome.stage)
+            enhanced = reply.enhanced
+            text = reply.text
+            if enhanced and text:
+                smtp["reply"] = {"code": reply.code, "enhanced": enhanced, "text": text}
             else:
-                smtp["reason"] = self.classify(None, None, None, outcome.stage)
+                smtp_reply = {"code": reply.code}
+                if enhanced:
+                    smtp_reply["enhanced"] = enhanced
+                if text:
+                    smtp_reply["text"] = text
+                smtp["reply"] = smtp_reply
+            if verdict is not _DELIVERED:
+                # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
+                smtp["reason"] = classify(reply.code, enhanced, text, outcome.stage)
+            timestamp = _stamp(reply.timestamp)
+        else:
+            if verdict is not _DELIVERED:
+                smtp["reason"] = classify(None, None, None, outcome.stage)
+            timestamp = start
         if txn is not None:
             smtp["transaction"] = txn.index
-        if self.helo:
-            smtp["helo"] = self.helo
-        remote = {}
-        if self.ip:
-            remote["ip"] = self.ip
-        if self.remote_host:
-            remote["host"] = self.remote_host
-        if remote:
-            smtp["remote"] = remote
-        if self.extensions:
-            smtp["extensions"] = list(self.extensions)
-        if self.incomplete:
+        if helo:
+            smtp["helo"] = helo
+        if ip:
+            smtp["remote"] = {"ip": ip, "host": remote_host} if remote_host else {"ip": ip}
+        elif remote_host:
+            smtp["remote"] = {"host": remote_host}
+        if extensions:
+            smtp["extensions"] = [*extensions]
+        if incomplete:
             smtp["incomplete"] = True
 
         doc: dict[str, Any] = {
-            "@timestamp": _iso(reply.timestamp) if reply is not None else self.start,
+            "@timestamp": timestamp,
             "event": {
-                "start": self.start,
-                "end": self.end,
-                "duration": self.duration,
-                "dataset": self.dataset,
+                "start": start,
+                "end": end,
+                "duration": duration,
+                "dataset": dataset,
                 "outcome": _OUTCOMES[verdict_value],
             },
             "smtp": smtp,
-            "log": {"file": {"path": self.path}, "offset": self.offset},
-            "host": {"name": self.host_name},
+            "log": {"file": {"path": log_path}, "offset": log_offset},
+            "host": {"name": host_name},
         }
-        email: dict[str, Any] = {}
-        if txn is not None and txn.mail_from is not None:
-            email["from"] = {"address": txn.mail_from}
+        mail_from = txn.mail_from if txn is not None else None
         if recipient is not None:
-            email["to"] = {"address": recipient}
             domain = recipient.rpartition("@")[2].lower()
             if domain:
                 smtp["recipient_domain"] = domain
-        if email:
-            doc["email"] = email
-        if self.ip:
-            doc[self.role] = {"ip": self.ip}
-        return doc
+            if mail_from is not None:
+                doc["email"] = {"from": {"address": mail_from}, "to": {"address": recipient}}
+            else:
+                doc["email"] = {"to": {"address": recipient}}
+        elif mail_from is not None:
+            doc["email"] = {"from": {"address": mail_from}}
+        if ip:
+            doc[role] = {"ip": ip}
+        docs.append(doc)
+    return docs
 
 
 def get_field(doc: dict[str, Any], dotted: str) -> Any:
