@@ -6,13 +6,16 @@ The corpus (``parse_bench``'s interleaved outbound conversations, or with ``--co
 Then, per CPU second of this process, best of ``--repeat`` rounds:
 
 * ``build_documents`` — sessions → document dicts (reason classifier included, as in backfill:
-  a ``Classifier`` built from the built-in rules);
+  a ``Classifier`` built from the built-in rules). Timing each call inside the parse loop
+  instead, where the pipeline makes it, gave the same or higher figures (the parser's own
+  work evicts the session from the CPU caches too), with more noise;
 * ``prepare`` — document → ``BulkItem`` (index name, id, action and source JSON);
 * ``worker tail`` — what backfill's worker does per document after parsing: ``prepare``, the
   batching and the pickling of the queue payload (``multiprocessing.Queue`` pickles each
   message in the worker), measured on whole batches of ``bulk.max_docs``.
 
-µs per session and per document. ``--profile`` prints the top functions of one round.
+µs per session and per document. ``--profile`` prints the top functions of one round;
+``--shipper DIR`` measures another copy of the package (before/after comparisons).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "bench"))
+if "--shipper" in sys.argv:  # before the imports below: the package to measure
+    sys.path.insert(0, sys.argv[sys.argv.index("--shipper") + 1])
 
 from shipper import formats  # noqa: E402 — after the sys.path lines above
 from shipper.conversation import SessionAssembler  # noqa: E402
@@ -109,12 +114,17 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the fastest counts")
     parser.add_argument("--timezone", default="Europe/Berlin")
     parser.add_argument("--profile", action="store_true", help="cProfile one round instead")
+    parser.add_argument("--shipper", metavar="DIR",
+                        help="import the shipper package from DIR instead, e.g. an older commit's: "
+                             "git archive REV shipper | tar -x -C DIR (compare in alternate runs: "
+                             "the figures of a shared machine vary by 20%%)")
     args = parser.parse_args()
 
+    classifier = Classifier.from_files(())
+    tz = ZoneInfo(args.timezone)
     with tempfile.TemporaryDirectory(prefix="docs-bench-") as tmp:
         path = corpus(args.corpus, args.lines, tmp)
-        sessions = load_sessions(path, ZoneInfo(args.timezone))
-    classifier = Classifier.from_files(())
+        sessions = load_sessions(path, tz)
     n_sessions = len(sessions)
 
     def build() -> int:
@@ -151,6 +161,9 @@ def main() -> int:
         best["prepare"] = min(best["prepare"], timed(prep)[0])
         best["worker tail"] = min(best["worker tail"], timed(lambda: worker_tail(docs))[0])
 
+    import shipper
+
+    print(f"shipper from {Path(shipper.__file__).parent}")
     print(f"{args.corpus} corpus: {n_sessions:,} sessions, {n_docs:,} documents "
           f"({n_docs / n_sessions:.2f} per session), zone {args.timezone}; "
           f"python {sys.version.split()[0]}; best of {args.repeat}, CPU time")
