@@ -28,7 +28,7 @@ import ipaddress
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
@@ -112,58 +112,55 @@ class _Rcpt:
 
 
 class _Open:
-    """One session being assembled (mutable; frozen into a ``Session`` when it ends)."""
+    """One session being collected: its lines, in order, until it ends. The SMTP conversation
+    is followed only then (``_interpret``), over the whole list at once: per line, collecting
+    costs an append, and following costs one pass of a tight loop instead of a method call."""
+
+    __slots__ = ("connected_out", "files", "last_path", "offset", "path", "peer", "records",
+                 "secure", "seen", "sid")
+
+    def __init__(self, sid: str, path: str, offset: int, seen: float) -> None:
+        self.sid = sid
+        self.path = path
+        self.offset = offset
+        self.files = {path: offset}
+        self.last_path = path
+        # (timestamp, fold, kind, payload, text); kind None: a tagged protocol line, a reply or
+        # a command by its content (the batch reader leaves that to _interpret)
+        self.records: list[tuple[str, int, EventKind | None, str, str]] = []
+        self.seen = seen
+        self.peer: str | None = None
+        self.secure = False
+        self.connected_out: bool | None = None
+
+
+class _Conv:
+    """The state of one SMTP conversation while ``_interpret`` follows it."""
 
     __slots__ = (
         "auth_next",
         "close",
-        "connected_out",
         "extensions",
         "fail",
-        "files",
         "helo",
         "in_data",
-        "last",
-        "last_path",
         "lines",
-        "offset",
-        "parts",
-        "parts_code",
-        "path",
-        "peer",
         "progress",
         "queue",
-        "secure",
-        "seen",
         "server_name",
-        "sid",
-        "start",
         "talked",
         "tls",
         "txn",
         "txns",
     )
 
-    def __init__(self, ev: Event, fold: int, seen: float) -> None:
-        self.sid = ev.session_id
-        self.path = ev.path
-        self.offset = ev.offset
-        self.files = {ev.path: ev.offset}
-        self.last_path = ev.path
-        self.lines: list[str] = []
-        self.start = (ev.timestamp, fold)
-        self.last = self.start
-        self.seen = seen
-        self.peer: str | None = None
-        self.secure = False
-        self.connected_out: bool | None = None
-        self.tls = False
+    def __init__(self, lines: list[str], tls: bool) -> None:
+        self.lines = lines
+        self.tls = tls
         self.helo: str | None = None
         self.server_name: str | None = None
         self.extensions: tuple[str, ...] = ()
         self.queue: deque[tuple[Any, _Txn | None, _Rcpt | None]] = deque()
-        self.parts: list[str] = []  # continuation lines of a multi-line reply
-        self.parts_code = ""
         self.txns: list[_Txn] = []
         self.txn: _Txn | None = None  # the open (not abandoned) transaction
         self.fail: tuple[_R, Stage] | None = None  # first negative session-level reply
@@ -172,6 +169,12 @@ class _Open:
         self.auth_next = False  # the next client line answers a 334 challenge
         self.in_data = False  # between 354 and the end-of-data reply
         self.talked = False  # a command or reply has been seen
+
+
+def _is_reply(payload: str) -> bool:
+    """A protocol line is a reply line when it starts ``^\\d{3}([ -]|$)`` (the format's rule)."""
+    c = payload[3:4]
+    return (c == " " or c == "-" or c == "") and len(payload) >= 3 and payload[:3].isdecimal()
 
 
 class SessionAssembler:
@@ -204,10 +207,8 @@ class SessionAssembler:
         """Take one event; return the sessions it finished (usually none)."""
         # one unpacking instead of an attribute lookup per field: this runs once per log line
         ts, sid, kind, payload, text, _raw, offset, path, _peer, _secure, _out, _defect = ev
-        if ts < self._last_ts:
-            self._clock_went_back(ts)
-        elif self._fold and not self._ambiguous(ts):
-            self._fold = 0
+        if ts < self._last_ts or self._fold:
+            self._advance(ts)
         self._last_ts = ts
 
         s = self._open.get(sid)
@@ -215,60 +216,106 @@ class SessionAssembler:
             if path is not s.last_path and path != s.last_path:
                 s.files.setdefault(path, offset)
                 s.last_path = path
-            s.last = (ts, self._fold)
             s.seen = self._clock()
-            s.lines.append(text)
-            if kind is _REPLY:
-                if payload[3:4] == "-":  # a continuation line: most reply lines are (EHLO)
-                    s.parts.append(payload[4:])
-                    s.parts_code = payload[:3]
-                elif s.parts:  # the last line of a multi-line reply
-                    texts = s.parts
-                    texts.append(payload[4:])
-                    s.parts = []
-                    self._final_reply(s, (payload[:3], texts, ts, self._fold))
-                else:  # a one-line reply (as _reply, inline: most replies are)
-                    self._final_reply(s, (payload[:3], [payload[4:]], ts, self._fold))
-            elif kind is _COMMAND:
-                self._command(s, ev)
-            elif kind is _TERMINATE:
+            s.records.append((ts, self._fold, kind, payload, text))
+            if kind is _TERMINATE:
                 del self._open[sid]
                 return [self._finish(s, incomplete=False)]
             return []
 
         done: list[Session] = []
         if kind is _CONNECT:
-            if s is not None and (s.talked or s.connected_out is not None):
+            if s is not None and (s.connected_out is not None or _talked(s.records)):
                 # id reused (e.g. after a restart): the old session is over
                 del self._open[sid]
                 done.append(self._finish(s, incomplete=True))
                 s = None
             if s is None:
-                s = self._open[sid] = _Open(ev, self._fold, self._clock())
+                s = self._open[sid] = _Open(sid, path, offset, self._clock())
             else:  # only non-SMTP lines so far (notes logged before connecting): same session
-                s.last = (ts, self._fold)
                 s.seen = self._clock()
             s.peer = ev.peer
-            s.secure = s.tls = ev.secure
+            s.secure = ev.secure
             s.connected_out = ev.connected_out
             if ev.connected_out is not None:
                 self._seen_out = ev.connected_out
         else:  # the log began mid-session (or the connection line was lost)
-            s = self._open[sid] = _Open(ev, self._fold, self._clock())
-        s.lines.append(text)
-
-        if kind is _REPLY:
-            if payload[3:4] == "-":
-                s.parts.append(payload[4:])
-                s.parts_code = payload[:3]
-            else:
-                self._reply(s, payload, ts)
-        elif kind is _COMMAND:
-            self._command(s, ev)
-        elif kind is _TERMINATE:
+            s = self._open[sid] = _Open(sid, path, offset, self._clock())
+        s.records.append((ts, self._fold, kind, payload, text))
+        if kind is _TERMINATE:
             del self._open[sid]
             done.append(self._finish(s, incomplete=False))
         return done
+
+    def feed_scanned(self, items: Iterable[tuple[str, str, str, str, str, str, str]], path: str,
+                     offset: int, newline: int, limit: int, good_seconds: Container[str],
+                     untagged: Callable[[str, str, str, str, int, str], Event],
+                     slow: Callable[[str, int], Event | None]) -> list[Session]:
+        """Take the lines of a block of a file at once (the batch reader's path; the same
+        sessions as ``feed`` on each line's event).
+
+        ``items``: per line of the block, in order, ``(line, timestamp, second, session_id,
+        tag, payload, other)`` — a line in the usual layout has ``line`` (without its
+        terminator), ``timestamp``, its first 19 characters ``second``, ``session_id``,
+        ``tag`` (the direction tag, ``""`` when there is none) and ``payload``; any other line
+        has only ``other`` (with a ``"\\r"`` it may end in). ``offset``: the block's position
+        in ``path``; ``newline``: the terminator's length after a usual-layout line (1 or 2).
+        A usual-layout line at most ``limit`` long whose ``second`` is in ``good_seconds`` is
+        taken here: tagged, it is a protocol line (a reply or a command by its content);
+        untagged, its event is ``untagged(timestamp, session_id, payload, line, offset,
+        path)``. Every other line is handed to ``slow(text, offset)``, which returns its event
+        or None (not a line of a session: a defect, a blank line).
+        """
+        done: list[Session] = []
+        get = self._open.get
+        last_ts = self._last_ts
+        fold = self._fold
+        now = self._clock()
+        ev: Event | None
+        for line, ts, second, sid, tag, payload, other in items:
+            if line:
+                n = len(line)
+                if n <= limit and second in good_seconds:
+                    if tag:
+                        s = get(sid)
+                        if s is not None:
+                            if ts < last_ts or fold:
+                                self._last_ts = last_ts
+                                self._advance(ts)
+                                fold = self._fold
+                            last_ts = ts
+                            if s.last_path is not path:
+                                if path != s.last_path:
+                                    s.files.setdefault(path, offset)
+                                s.last_path = path
+                            s.seen = now
+                            s.records.append((ts, fold, None, payload, line))
+                            offset += n + newline
+                            continue
+                    ev = untagged(ts, sid, payload, line, offset, path)
+                else:
+                    self._last_ts = last_ts
+                    ev = slow(line + "\r" if newline == 2 else line, offset)
+                offset += n + newline
+            else:
+                self._last_ts = last_ts
+                ev = slow(other, offset)
+                offset += len(other) + 1
+            if ev is not None:
+                self._last_ts = last_ts
+                done += self.feed(ev)
+                fold = self._fold
+                last_ts = self._last_ts
+        self._last_ts = last_ts
+        return done
+
+    def _advance(self, ts: str) -> None:
+        """Keep track of the fold (PEP 495) of the stream's local time at ``ts``."""
+        if ts < self._last_ts:
+            self._clock_went_back(ts)
+        elif self._fold and not self._ambiguous(ts):
+            self._fold = 0
+        self._last_ts = ts
 
     def flush_idle(self, now: float, idle_seconds: float) -> list[Session]:
         """Finish (as incomplete) the sessions with no line since ``now - idle_seconds``;
@@ -297,26 +344,53 @@ class SessionAssembler:
     def open_sessions(self) -> int:
         return len(self._open)
 
-    # -- replies -----------------------------------------------------------------------------
+    # -- following the conversation ------------------------------------------------------------
 
-    def _reply(self, s: _Open, payload: str, ts: str) -> None:
-        """A final reply line (continuations are collected by ``feed``)."""
-        code = payload[:3]
-        texts = s.parts + [payload[4:]] if s.parts else [payload[4:]]
-        s.parts = []
-        self._final_reply(s, (code, texts, ts, self._fold))
+    def _interpret(self, s: _Open) -> _Conv:
+        """Follow the SMTP conversation of a finished session's lines, in order."""
+        records = s.records
+        c = _Conv([r[4] for r in records], s.secure)
+        final_reply = self._final_reply
+        command = self._command
+        parts: list[str] = []  # the lines of a multi-line reply so far
+        last_part = ""  # the last continuation line's payload (its code counts if cut short)
+        i = -1
+        for ts, fold, kind, payload, _text in records:
+            i += 1
+            if kind is None:  # a tagged line: a reply (^\d{3}([ -]|$)) or a command by its content
+                c3 = payload[3:4]
+                if c3 == "-" or c3 == " " or (c3 == "" and len(payload) == 3):
+                    kind = _REPLY if payload[:3].isdecimal() else _COMMAND
+                else:
+                    kind = _COMMAND
+            if kind is _REPLY:
+                if payload[3:4] == "-":  # a continuation line: most reply lines are (EHLO)
+                    parts.append(payload[4:])
+                    last_part = payload
+                elif parts:  # the last line of a multi-line reply
+                    parts.append(payload[4:])
+                    final_reply(c, (payload[:3], parts, ts, fold))
+                    parts = []
+                else:  # a one-line reply: most replies are
+                    final_reply(c, (payload[:3], [payload[4:]], ts, fold))
+            elif kind is _COMMAND:
+                if parts:  # a multi-line reply interrupted by a command: take what came as the reply
+                    final_reply(c, (last_part[:3], parts, ts, fold))
+                    parts = []
+                command(c, i, payload)
+        return c
 
-    def _final_reply(self, s: _Open, r: _R) -> None:
-        s.in_data = False
+    def _final_reply(self, c: _Conv, r: _R) -> None:
+        c.in_data = False
         code = r[0]
-        if s.queue:
-            kind, txn, rcpt = s.queue.popleft()
-        elif not s.talked:
+        if c.queue:
+            kind, txn, rcpt = c.queue.popleft()
+        elif not c.talked:
             kind, txn, rcpt = _GREETING, None, None
         else:
             kind, txn, rcpt = None, None, None  # unsolicited (e.g. 421 idle timeout)
-        s.talked = True
-        if s.close is not None:
+        c.talked = True
+        if c.close is not None:
             return  # the server already ended the session: nothing after it decides
         if code[0] not in "2345":
             return  # not an SMTP reply code (RFC 5321 §4.2.1): it answered, but decides nothing
@@ -331,9 +405,9 @@ class SessionAssembler:
         elif kind is _DATA:
             txn.data_reply = r  # type: ignore[union-attr]
             if code == "354":
-                s.queue.appendleft((_DOT, txn, None))
+                c.queue.appendleft((_DOT, txn, None))
                 txn.progress = Stage.DOT  # type: ignore[union-attr]
-                s.in_data = True
+                c.in_data = True
         elif kind is _DOT:
             txn.dot_reply = r  # type: ignore[union-attr]
         elif kind is _BDAT:
@@ -345,86 +419,83 @@ class SessionAssembler:
             txn.dot_reply = r  # type: ignore[union-attr]
         elif kind is _HELO:
             if code[0] == "2":
-                s.extensions = tuple([t.strip() for t in r[1][1:] if t.strip()])
-                if s.server_name is None:
-                    s.server_name = _first_word(r[1][0])
+                c.extensions = tuple([t.strip() for t in r[1][1:] if t.strip()])
+                if c.server_name is None:
+                    c.server_name = _first_word(r[1][0])
             else:
-                self._fail(s, r, Stage.HELO)
+                self._fail(c, r, Stage.HELO)
         elif kind is _GREETING:
             if positive:  # a refusal's first word is its status code, not a name
-                s.server_name = _first_word(r[1][0])
+                c.server_name = _first_word(r[1][0])
             else:
-                self._fail(s, r, Stage.CONNECT)
+                self._fail(c, r, Stage.CONNECT)
         elif kind is _STARTTLS:
             if code == "220":
-                s.tls = True
-                s.extensions = ()  # RFC 3207 §4.2: the client must forget what it learned
+                c.tls = True
+                c.extensions = ()  # RFC 3207 §4.2: the client must forget what it learned
             else:
-                self._fail(s, r, Stage.STARTTLS)
+                self._fail(c, r, Stage.STARTTLS)
         elif kind is _AUTH:
             if code == "334":
-                s.queue.appendleft((_AUTH, None, None))
-                s.auth_next = True
+                c.queue.appendleft((_AUTH, None, None))
+                c.auth_next = True
             elif not positive:
-                self._fail(s, r, Stage.AUTH)
+                self._fail(c, r, Stage.AUTH)
         if code == "421":
-            self._close(s, r, kind, txn)
+            self._close(c, r, kind, txn)
 
-    def _fail(self, s: _Open, r: _R, stage: Stage) -> None:
-        if s.fail is None:
-            s.fail = (r, stage)
+    def _fail(self, c: _Conv, r: _R, stage: Stage) -> None:
+        if c.fail is None:
+            c.fail = (r, stage)
 
-    def _close(self, s: _Open, r: _R, kind: Any, txn: _Txn | None) -> None:
-        current = s.txn
+    def _close(self, c: _Conv, r: _R, kind: Any, txn: _Txn | None) -> None:
+        current = c.txn
         if isinstance(kind, Stage):
             stage = kind
         elif kind in (_BDAT, _BDAT_LAST):
             stage = Stage.DOT if kind is _BDAT_LAST else Stage.DATA
         else:
-            stage = current.progress if current is not None else s.progress
-        s.close = (r, stage)
+            stage = current.progress if current is not None else c.progress
+        c.close = (r, stage)
         for t in (txn, current):
             if t is not None and t.close is None:
                 t.close = (r, stage)
-        s.queue.clear()
+        c.queue.clear()
 
     # -- commands ----------------------------------------------------------------------------
 
-    def _command(self, s: _Open, ev: Event) -> None:
-        payload = ev.payload
-        if s.parts:  # a multi-line reply interrupted by a command: take what came as the reply
-            texts, s.parts = s.parts, []
-            self._final_reply(s, (s.parts_code, texts, ev.timestamp, self._fold))
-        if s.auth_next:  # the client's answer to a 334 challenge is a credential
-            s.auth_next = False
-            s.lines[-1] = _redact(ev.text, payload, REDACTED)
+    def _command(self, c: _Conv, i: int, payload: str) -> None:
+        """The command on line ``i`` (a pending multi-line reply is already taken)."""
+        if c.auth_next:  # the client's answer to a 334 challenge is a credential
+            c.auth_next = False
+            c.lines[i] = _redact(c.lines[i], payload, REDACTED)
             return
-        if s.in_data:
+        if c.in_data:
             return  # a body line (Xeams does not log the body; a variant might)
-        s.talked = True
+        c.talked = True
         verb = payload[:4].upper()
-        queue = s.queue
+        queue = c.queue
         if verb == "RCPT":
-            txn = s.txn
+            txn = c.txn
             if txn is None:  # RCPT without a logged MAIL: the log began mid-transaction
-                txn = self._new_txn(s, None, assumed=True)
+                txn = self._new_txn(c, None, assumed=True)
             rcpt = _Rcpt(_address(payload) or "")
             txn.recipients.append(rcpt)
             if txn.progress is Stage.MAIL:
                 txn.progress = Stage.RCPT
             queue.append((_RCPT, txn, rcpt))
         elif verb == "MAIL":
-            txn = self._new_txn(s, _address(payload))
+            txn = self._new_txn(c, _address(payload))
             queue.append((_MAIL, txn, None))
         elif verb == "DATA":
-            txn = s.txn
+            txn = c.txn
             if txn is not None:
                 txn.progress = Stage.DATA
                 queue.append((_DATA, txn, None))
             else:
                 queue.append((_OTHER, None, None))
         elif verb == "BDAT":
-            txn = s.txn
+            txn = c.txn
             last = "LAST" in payload.upper().split()[2:]
             if txn is not None:
                 txn.progress = Stage.DOT if last else Stage.DATA
@@ -432,63 +503,66 @@ class SessionAssembler:
             else:
                 queue.append((_OTHER, None, None))
         elif verb in ("EHLO", "HELO"):
-            s.helo = payload[5:].strip() or s.helo
-            s.progress = Stage.HELO
+            c.helo = payload[5:].strip() or c.helo
+            c.progress = Stage.HELO
             queue.append((_HELO, None, None))
         elif verb == "STAR" and payload[:8].upper() == "STARTTLS":
-            s.progress = Stage.STARTTLS
+            c.progress = Stage.STARTTLS
             queue.append((_STARTTLS, None, None))
         elif verb == "AUTH":
             words = payload.split(None, 2)
             if len(words) > 2:  # AUTH mechanism initial-response (RFC 4954 §4)
-                s.lines[-1] = _redact(ev.text, payload, f"{words[0]} {words[1]} {REDACTED}")
-            s.progress = Stage.AUTH
+                c.lines[i] = _redact(c.lines[i], payload, f"{words[0]} {words[1]} {REDACTED}")
+            c.progress = Stage.AUTH
             queue.append((_AUTH, None, None))
         elif verb == "RSET":
-            s.txn = None
+            c.txn = None
             queue.append((_OTHER, None, None))
         else:  # QUIT, NOOP, VRFY, EXPN, HELP, anything unknown: answered, decides nothing
             queue.append((_OTHER, None, None))
 
-    def _new_txn(self, s: _Open, mail_from: str | None, assumed: bool = False) -> _Txn:
-        txn = _Txn(len(s.txns), mail_from, assumed)
-        s.txns.append(txn)
-        s.txn = txn
+    def _new_txn(self, c: _Conv, mail_from: str | None, assumed: bool = False) -> _Txn:
+        txn = _Txn(len(c.txns), mail_from, assumed)
+        c.txns.append(txn)
+        c.txn = txn
         return txn
 
     # -- finishing ---------------------------------------------------------------------------
 
     def _finish(self, s: _Open, incomplete: bool) -> Session:
+        c = self._interpret(s)
         direction = self.direction
         if direction is None:
             out = s.connected_out if s.connected_out is not None else self._seen_out
             direction = Direction.INBOUND if out is False else Direction.OUTBOUND
         remote_ip, peer_host = _peer(s.peer)
         if direction is Direction.OUTBOUND:
-            remote_host = s.server_name or peer_host
+            remote_host = c.server_name or peer_host
         else:
-            remote_host = s.helo or peer_host
+            remote_host = c.helo or peer_host
+        first, last = s.records[0], s.records[-1]
+        start = self._time((first[0], first[1]))
         return Session(
             session_id=s.sid,
             direction=direction,
             path=s.path,
             offset=s.offset,
             files=dict(s.files),
-            start=self._time(s.start),
-            end=self._time(s.last),
+            start=start,
+            end=start if last is first else self._time((last[0], last[1])),
             incomplete=incomplete,
-            lines=tuple(s.lines),
+            lines=tuple(c.lines),
             remote_ip=remote_ip,
             remote_host=remote_host,
-            helo=s.helo,
-            tls=s.tls,
-            extensions=s.extensions,
-            transactions=tuple([self._transaction(s, t) for t in s.txns]),
-            outcome=None if s.txns else self._session_outcome(s),
+            helo=c.helo,
+            tls=c.tls,
+            extensions=c.extensions,
+            transactions=tuple([self._transaction(t) for t in c.txns]),
+            outcome=None if c.txns else self._session_outcome(c),
         )
 
-    def _transaction(self, s: _Open, t: _Txn) -> Transaction:
-        recipients = tuple([Recipient(r.address, self._recipient_outcome(s, t, r))
+    def _transaction(self, t: _Txn) -> Transaction:
+        recipients = tuple([Recipient(r.address, self._recipient_outcome(t, r))
                             for r in t.recipients])
         if recipients:
             outcome = recipients[0].outcome
@@ -496,7 +570,7 @@ class SessionAssembler:
             outcome = self._path_outcome(t, ((Stage.MAIL, t.mail_reply),), Stage.MAIL)
         return Transaction(t.index, t.mail_from, recipients, outcome)
 
-    def _recipient_outcome(self, s: _Open, t: _Txn, r: _Rcpt) -> Outcome:
+    def _recipient_outcome(self, t: _Txn, r: _Rcpt) -> Outcome:
         return self._path_outcome(t, ((_MAIL, t.mail_reply), (_RCPT, r.reply),
                                       (_DATA, t.data_reply), (_DOT, t.dot_reply)), t.progress)
 
@@ -522,14 +596,14 @@ class SessionAssembler:
             return Outcome(_DELIVERED, _DOT, self._make_reply(last))
         return Outcome(_FAILED, _DOT)  # a 3xx to end-of-data: nonsense, no verdict
 
-    def _session_outcome(self, s: _Open) -> Outcome:
-        if s.fail is not None:
-            rep, stage = s.fail
+    def _session_outcome(self, c: _Conv) -> Outcome:
+        if c.fail is not None:
+            rep, stage = c.fail
             return Outcome(_verdict(rep[0]), stage, self._make_reply(rep))
-        if s.close is not None:
-            rep, stage = s.close
+        if c.close is not None:
+            rep, stage = c.close
             return Outcome(Verdict.DEFERRED, stage, self._make_reply(rep))
-        return Outcome(Verdict.FAILED, s.progress)
+        return Outcome(Verdict.FAILED, c.progress)
 
     def _make_reply(self, r: _R) -> Reply:
         code, texts, ts, fold = r
@@ -583,6 +657,17 @@ class SessionAssembler:
         back = (int(last[11:13]) - int(ts[11:13])) * 60 + int(last[14:16]) - int(ts[14:16])
         if back >= 30 and self._ambiguous(ts):
             self._fold = 1
+
+
+def _talked(records: list[tuple[str, int, EventKind | None, str, str]]) -> bool:
+    """Whether a command or a whole reply has been seen among a session's lines (a connection
+    line for its id then starts a new session)."""
+    for _ts, _fold, kind, payload, _text in records:
+        if kind is None:
+            kind = _REPLY if _is_reply(payload) else _COMMAND
+        if kind is _COMMAND or (kind is _REPLY and payload[3:4] != "-"):
+            return True
+    return False
 
 
 def _verdict(code: str) -> Verdict:

@@ -10,6 +10,7 @@ Byte offsets are positions in the file as read — for a ``.gz`` file, in the de
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import sys
 import zlib
@@ -114,6 +115,56 @@ def iter_lines(stream: IO[bytes], max_line: int = MAX_LINE) -> Iterator[tuple[in
             if line.strip():
                 yield offset, line, "last line has no newline (truncated?)"
             offset += n
+
+
+BLOCK = 256 * 1024  # bytes read at a time by iter_blocks
+
+
+def iter_blocks(stream: IO[bytes], max_line: int = MAX_LINE,
+                size: int = BLOCK) -> Iterator[tuple[int, bytes, str | None]]:
+    """``(offset, data, note)``, in order, covering the stream: with ``note`` None, ``data`` is
+    a block of whole lines, each ending in ``"\\n"`` (blank ones included); otherwise ``data``
+    is one line without terminator and ``note`` says why it is suspect, as in ``iter_lines``:
+    cut because longer than ``max_line`` (the rest of it is read and dropped, never held in
+    memory), or last in the input without a newline. Memory: ``size + max_line`` at most."""
+    read = getattr(stream, "read1", stream.read)  # what is there: a pipe is not waited on
+    offset = 0
+    buf = b""
+    eof = False
+    while not eof:
+        data = read(size)
+        if data:
+            buf = buf + data if buf else data
+        else:
+            eof = True
+        cut = buf.rfind(b"\n") + 1
+        if cut:
+            yield offset, buf[:cut], None
+            offset += cut
+            buf = buf[cut:]
+        if len(buf) > max_line:  # no newline in more than max_line bytes: cut the line here
+            start, line, skipped = offset, buf[:max_line], len(buf)
+            buf = b""
+            ended = False
+            while not ended:
+                more = read(size)
+                if not more:
+                    eof = True
+                    break
+                end = more.find(b"\n")
+                if end >= 0:
+                    skipped += end + 1
+                    buf = more[end + 1:]
+                    ended = True
+                else:
+                    skipped += len(more)
+            note = f"line longer than {max_line} bytes (cut)"
+            if not ended:
+                note += "; no newline at end of input"
+            yield start, line, note
+            offset = start + skipped
+    if buf.strip():
+        yield offset, buf, "last line has no newline (truncated?)"
 
 
 # -- opening -----------------------------------------------------------------------------------
@@ -224,33 +275,84 @@ def iter_documents(paths: Iterable[str], options: ParseOptions,
 
 def _parse_file(path: str, fmt: formats.Format, assembler: SessionAssembler,
                 options: ParseOptions, stats: ParseStats) -> Iterator[dict[str, Any]]:
+    """The documents of the sessions that end in ``path``, in order.
+
+    Blocks of ASCII lines go through the format's ``scan`` and the assembler's
+    ``feed_scanned`` (the usual-layout lines of open sessions are collected without an
+    ``Event`` each); everything else — other blocks, unusual lines, cut lines — goes line by
+    line through ``parse_line`` and ``feed``, with the same result."""
     name = STDIN_NAME if path == STDIN else path
     parse_line = fmt.parse_line
     feed = assembler.feed
     dataset = fmt.dataset
+    max_line = options.max_line
+    scan = getattr(fmt, "scan", None)  # a format without a block scanner goes line by line
+    good_seconds = getattr(fmt, "good_seconds", ())
+    untagged = getattr(fmt, "untagged_event", None)
+    blank = 0
+
+    def line(raw: bytes, offset: int, note: str | None = None) -> Event | None:
+        """One line's event (its defect recorded), or None: a blank line or a defect."""
+        nonlocal blank
+        if note is None:
+            if len(raw) > max_line:
+                raw = raw[:max_line]
+                note = f"line longer than {max_line} bytes (cut)"
+            elif not raw.strip():
+                blank += 1
+                return None
+        item = parse_line(raw, offset, name)
+        if isinstance(item, Event):
+            if note is not None or item.defect is not None:
+                _event_defect(item, note, options, stats)
+            return item
+        if note is not None:
+            item = Defect(item.path, item.offset, f"{item.reason}; {note}", item.excerpt,
+                          item.session_id)
+        record_defect(item, options, stats)
+        return None
+
+    at = 0  # the offset of the last line scanned_line took
+
+    def scanned_line(text: str, offset: int) -> Event | None:
+        nonlocal at
+        at = offset
+        return line(text.encode(), offset)
+
     lines = 0
-    event_class = Event
     with open_input(path) as stream:
         try:
-            for offset, raw, note in iter_lines(stream, options.max_line):
-                lines += 1
-                item = parse_line(raw, offset, name)
-                if item.__class__ is event_class:
-                    if note is not None or item.defect is not None:
-                        _event_defect(item, note, options, stats)
-                    for session in feed(item):
+            for start, data, note in iter_blocks(stream, max_line, BLOCK):
+                if note is not None:
+                    lines += 1
+                    ev = line(data, start, note)
+                    if ev is not None:
+                        for session in feed(ev):
+                            yield from _documents(session, dataset, options, stats)
+                elif scan is not None and untagged is not None and data.isascii():
+                    crlf = b"\r" in data
+                    items = scan(data.decode(), crlf)
+                    try:
+                        sessions = assembler.feed_scanned(items, name, start, 2 if crlf else 1,
+                                                          max_line - 1 if crlf else max_line,
+                                                          good_seconds, untagged, scanned_line)
+                    except StrictParseError:  # count the lines up to the bad one, as line by line
+                        lines += data.count(b"\n", 0, at - start) + 1
+                        raise
+                    lines += len(items)
+                    for session in sessions:
                         yield from _documents(session, dataset, options, stats)
                 else:
-                    # Not an Event, so a Defect: narrowed by the class test above (kept for speed,
-                    # one per line), which mypy does not follow, hence the ignores.
-                    if note is not None:
-                        item = Defect(item.path, item.offset, f"{item.reason}; {note}",  # type: ignore[union-attr]
-                                      item.excerpt, item.session_id)  # type: ignore[union-attr]
-                    record_defect(item, options, stats)  # type: ignore[arg-type]
+                    for offset, raw, cut in iter_lines(io.BytesIO(data), max_line):
+                        lines += 1
+                        ev = line(raw, start + offset, cut)
+                        if ev is not None:
+                            for session in feed(ev):
+                                yield from _documents(session, dataset, options, stats)
         except (OSError, EOFError, zlib.error) as exc:  # corrupt or truncated .gz
             record_defect(Defect(name, -1, f"cannot read further: {exc}", ""), options, stats)
         finally:
-            stats.lines += lines
+            stats.lines += lines - blank
 
 
 def _event_defect(ev: Event, note: str | None, options: ParseOptions, stats: ParseStats) -> None:

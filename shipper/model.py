@@ -3,10 +3,12 @@
 ``lines → Event | Defect`` (a format module) ``→ Session`` (``shipper.conversation``)
 ``→ documents`` (``shipper.documents``). Everything here is immutable.
 
-``Event`` is a ``NamedTuple`` rather than a frozen dataclass on purpose: one is built per
-log line, and a frozen dataclass costs ~1 µs to construct (``object.__setattr__`` per
-field) against ~0.3 µs for a named tuple — a third of the whole per-line budget
-(see ``bench/parse_bench.py``). Everything built per session is a frozen dataclass.
+``Event`` and the per-session types are ``NamedTuple``s rather than frozen dataclasses on
+purpose: a frozen dataclass costs ~0.1 µs per field to construct (``object.__setattr__``
+each), a named tuple one tuple build; a session with its transactions, recipients, outcomes
+and replies is a dozen of them, a measurable share of the per-session budget (see
+``bench/parse_bench.py``). ``Defect`` (rare) and ``Transaction`` (whose field ``index`` would
+shadow ``tuple.index``) stay frozen dataclasses.
 """
 
 from __future__ import annotations
@@ -102,8 +104,7 @@ class Defect:
         return f"{self.path}:{self.offset}:{sid} {self.reason}: {self.excerpt!r}"
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(NamedTuple):
     """One complete (possibly multi-line) SMTP reply."""
 
     code: str  # from the last line (RFC 5321 §4.2.1)
@@ -117,8 +118,7 @@ class Reply:
         return self.code[0] in "23"
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """The fate of one recipient (or of a transaction/session that got no recipient)."""
 
     verdict: Verdict
@@ -126,8 +126,7 @@ class Outcome:
     reply: Reply | None = None  # the deciding reply; None for FAILED (no reply is invented)
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
+class Recipient(NamedTuple):
     address: str
     outcome: Outcome
 
@@ -143,8 +142,7 @@ class Transaction:
     outcome: Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
+class Session(NamedTuple):
     """One SMTP connection as assembled from the log.
 
     Positions, for the daemon's checkpoints: ``path``/``offset`` is where the session's first

@@ -54,6 +54,20 @@ _FAST = re.compile(
 ).match
 _new = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
 
+# The same usual layout for a whole block of lines at once (``scan``): per line, the groups
+# line, timestamp, its first 19 characters, session id, direction tag, payload — or, for any
+# other line, only the last group, the line as it is (``SessionAssembler.feed_scanned``); ``.``
+# rather than ``[^\n]`` (it stops at "\n" all the same) is half the cost of the match. One
+# for blocks without "\r" and one for blocks of CRLF lines (where a line ending in "\n" alone
+# or holding a "\r" elsewhere is an "other" line, left to ``parse_line``).
+_SCAN_LF = re.compile(
+    r"^(?:(((.{19}),\d{3}) - \[ *(\d+)\] (?:([SC] (?:<--|-->)) ?)?(.*))|(.*))\n", re.M
+).findall
+_SCAN_CRLF = re.compile(
+    r"^(?:(((.{19}),\d{3}) - \[ *(\d+)\] (?:([SC] (?:<--|-->)) ?)?([^\r\n]*))\r|(.*))\n",
+    re.M,
+).findall
+
 _FILE_DIRECTIONS = (
     ("smtpoutboundconversation", Direction.OUTBOUND),
     ("smtpproxyconversation", Direction.INBOUND),
@@ -69,6 +83,25 @@ class XeamsFormat:
         self._good_dates: set[str] = set()
         # "YYYY-MM-DD HH:MM:SS" prefixes the full regex has accepted (valid date and time)
         self._good_seconds: set[str] = set()
+
+    @property
+    def good_seconds(self) -> set[str]:
+        """The "YYYY-MM-DD HH:MM:SS" prefixes known valid (a usual-layout line with one of
+        them needs no further checking); ``parse_line`` adds each new one it accepts."""
+        return self._good_seconds
+
+    def scan(self, text: str, crlf: bool) -> list[tuple[str, str, str, str, str, str, str]]:
+        """The lines of a block of ASCII text, each ending in "\\n" (with ``crlf``, in
+        "\\r\\n"), split by the usual layout: see ``SessionAssembler.feed_scanned``."""
+        return (_SCAN_CRLF if crlf else _SCAN_LF)(text)
+
+    def untagged_event(self, timestamp: str, session_id: str, payload: str, text: str,
+                       offset: int, path: str) -> Event:
+        """The event of a usual-layout line without direction tag that ``scan`` split (its
+        second among ``good_seconds``): a connection or termination line, a command by its
+        verb, or another line — as ``parse_line`` decides."""
+        return self._untagged(timestamp, session_id, payload, text, text.encode(), offset, path,
+                              None)
 
     def direction_from_name(self, path: str) -> Direction | None:
         """``SMTPOutboundConversation*`` → outbound; ``SMTPConversation*`` and

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from opensearchpy import helpers
+from opensearchpy.exceptions import TransportError
 
 REPO = Path(__file__).resolve().parents[2]
 SCALE = float(os.environ.get("SMTP_SHIPPER_SOAK_SCALE", "1"))
@@ -167,7 +168,12 @@ def indexed_ids(client: Any, prefix: str) -> list[str]:
 def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        value = pred()
+        try:
+            value = pred()
+        except TransportError as exc:
+            if exc.status_code != 503:
+                raise
+            value = None  # "all shards failed": an index the daemon just created is not started yet
         if value:
             return value
         if time.monotonic() > deadline:
