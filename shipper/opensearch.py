@@ -18,6 +18,7 @@ Public API (used by ``setup``, ``backfill``, ``trace`` and the daemon):
 
 from __future__ import annotations
 
+import array
 import contextlib
 import datetime as dt
 import json
@@ -33,11 +34,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType
-from typing import Any
+from typing import Any, overload
 
 import opensearchpy
 from opensearchpy import OpenSearch
 
+from shipper.documents import document_id, index_name
 from shipper.errors import ConnectionFailed, RequestRefused, ShipperError
 
 log = logging.getLogger(__name__)
@@ -285,14 +287,122 @@ def _dumps(obj: Any) -> bytes:
 def prepare(doc: dict[str, Any], prefix: str) -> BulkItem:
     """Serialise a document for ``_bulk``: ``index`` (overwrite = idempotent) with its own id
     into the daily index of its own ``@timestamp``."""
-    from shipper import (
-        documents,  # the parser's module; imported late so setup/trace need none of it
-    )
+    idx = index_name(prefix, doc)
+    doc_id = document_id(doc)
+    return BulkItem(idx, doc_id, _action(idx, doc_id), _dumps(doc) + b"\n")
 
-    idx = documents.index_name(prefix, doc)
-    doc_id = documents.document_id(doc)
-    action = _dumps({"index": {"_index": idx, "_id": doc_id}}) + b"\n"
-    return BulkItem(idx, doc_id, action, _dumps(doc) + b"\n")
+
+_ACTION_HEADS: dict[str, bytes] = {}  # index name → the action line up to its id
+
+
+def _action(idx: str, doc_id: str) -> bytes:
+    """``_dumps({"index": {"_index": idx, "_id": doc_id}}) + b"\\n"``, from the part before the id
+    serialised once per index (a few per day) and the id, which ``document_id`` makes of hex
+    digits only: nothing in it to escape (checked: ASCII letters and digits never are)."""
+    head = _ACTION_HEADS.get(idx)
+    if head is None:
+        if len(_ACTION_HEADS) >= 1024:
+            _ACTION_HEADS.clear()
+        head = _ACTION_HEADS[idx] = b'{"index":{"_index":' + _dumps(idx) + b',"_id":"'
+    if not (doc_id.isascii() and doc_id.isalnum()):  # not one of ours: the general way
+        return _dumps({"index": {"_index": idx, "_id": doc_id}}) + b"\n"
+    return head + doc_id.encode("ascii") + b'"}}\n'
+
+
+class BulkBatch(Sequence[BulkItem]):
+    """Items of one bulk request, serialised back to back into the request body: backfill's
+    worker hands the sender one bytes object per batch (not four objects per document to
+    pickle, unpickle and join again), and the sender posts it as it is. The items are cut out
+    of it only when one is needed alone: for a retry or a dead letter.
+
+    ``bounds`` holds, for item ``i``, where its action line starts (``2 * i``) and where its
+    source line starts (``2 * i + 1``); the last entry is the end of the body."""
+
+    __slots__ = ("body", "bounds", "ids", "indices")
+
+    def __init__(self, body: bytes, indices: Sequence[str], ids: Sequence[str], bounds: Sequence[int]) -> None:
+        self.body = body
+        self.indices = indices
+        self.ids = ids
+        self.bounds = bounds
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, i: int) -> BulkItem: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[BulkItem]: ...
+
+    def __getitem__(self, i: int | slice) -> BulkItem | list[BulkItem]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        b = self.bounds
+        return BulkItem(self.indices[i], self.ids[i], self.body[b[2 * i]:b[2 * i + 1]],
+                        self.body[b[2 * i + 1]:b[2 * i + 2]])
+
+    def __iter__(self) -> Iterator[BulkItem]:
+        return (self[i] for i in range(len(self)))
+
+    def payload(self) -> tuple[bytes, list[str], list[str], array.array[int]]:
+        """What to pickle: plain objects (``BulkBatch(*payload)`` makes it again)."""
+        return self.body, list(self.indices), list(self.ids), array.array("q", self.bounds)
+
+
+class BatchBuilder:
+    """Serialises documents into ``BulkBatch``es of at most ``max_docs`` documents and
+    ``max_bytes`` bytes (one larger than ``max_bytes`` travels alone), as ``batches`` groups
+    ``prepare``'s items, with the same bytes."""
+
+    def __init__(self, prefix: str, max_docs: int, max_bytes: int) -> None:
+        self.prefix = prefix
+        self.max_docs = max_docs
+        self.max_bytes = max_bytes
+        self._start()
+
+    def _start(self) -> None:
+        self._parts: list[bytes] = []
+        self._indices: list[str] = []
+        self._ids: list[str] = []
+        self._bounds: list[int] = []
+        self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, doc: dict[str, Any]) -> BulkBatch | None:
+        """Add a document; returns the batch it did not fit into any more, if so."""
+        idx = index_name(self.prefix, doc)
+        doc_id = document_id(doc)
+        action = _action(idx, doc_id)
+        source = _dumps(doc)
+        size = len(action) + len(source) + 1
+        full = None
+        if self._ids and (len(self._ids) >= self.max_docs or self._size + size > self.max_bytes):
+            full = self.flush()
+        bounds = self._bounds
+        start = self._size
+        bounds.append(start)
+        bounds.append(start + len(action))
+        self._parts += (action, source, b"\n")
+        self._indices.append(idx)
+        self._ids.append(doc_id)
+        self._size = start + size
+        return full
+
+    def flush(self) -> BulkBatch | None:
+        """The batch so far (None if empty); the next document starts a new one."""
+        if not self._ids:
+            return None
+        self._bounds.append(self._size)
+        batch = BulkBatch(b"".join(self._parts), self._indices, self._ids, self._bounds)
+        self._start()
+        return batch
 
 
 def batches(items: Iterable[BulkItem], max_docs: int, max_bytes: int) -> Iterator[list[BulkItem]]:
@@ -423,7 +533,16 @@ class BulkShipper:
 
     def ship(self, docs: Iterable[dict[str, Any]]) -> ShipResult:
         """Ship documents; return when each is acknowledged or dead-lettered."""
-        return self.ship_items(self.prepare(doc) for doc in docs)
+        result = ShipResult()
+        builder = BatchBuilder(self.prefix, self._bulk.max_docs, self._bulk.max_bytes)
+        for doc in docs:
+            full = builder.add(doc)
+            if full is not None:
+                result.add(self.ship_batch(full))
+        last = builder.flush()
+        if last is not None:
+            result.add(self.ship_batch(last))
+        return result
 
     def ship_items(self, items: Iterable[BulkItem]) -> ShipResult:
         result = ShipResult()
@@ -434,7 +553,7 @@ class BulkShipper:
     def ship_batch(self, batch: Sequence[BulkItem]) -> ShipResult:
         """Ship one bulk request's worth of items (already within the size bounds)."""
         result = ShipResult()
-        pending = list(batch)
+        pending: Sequence[BulkItem] = batch if isinstance(batch, BulkBatch) else list(batch)
         retry = 0
         while pending:
             outcome = self._send(pending, result)
@@ -461,10 +580,13 @@ class BulkShipper:
 
     # -- internals
 
-    def _send(self, pending: list[BulkItem], result: ShipResult) -> list[BulkItem] | str:
+    def _send(self, pending: Sequence[BulkItem], result: ShipResult) -> list[BulkItem] | str:
         """One ``_bulk`` call. Returns the items to retry, or a reason string when the whole
         request must be retried. Dead-letters refused items; raises on non-retryable failures."""
-        body = b"".join(part for item in pending for part in (item.action, item.source))
+        if isinstance(pending, BulkBatch):
+            body = pending.body
+        else:
+            body = b"".join([part for item in pending for part in (item.action, item.source)])
         result.requests += 1
         result.bytes_sent += len(body)
         try:
@@ -551,8 +673,7 @@ class PipelinedShipper:
         self._shipper = shipper
         self._bulk = shipper._bulk
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
-        self._batch: list[BulkItem] = []
-        self._size = 0
+        self._builder = BatchBuilder(shipper.prefix, self._bulk.max_docs, self._bulk.max_bytes)
         self.result = ShipResult()
         self._error: BaseException | None = None
         self._on_shipped = on_shipped
@@ -560,18 +681,15 @@ class PipelinedShipper:
         self._thread.start()
 
     def submit(self, doc: dict[str, Any]) -> None:
-        item = self._shipper.prepare(doc)
-        if self._batch and (len(self._batch) >= self._bulk.max_docs or self._size + item.size > self._bulk.max_bytes):
-            self._put(self._batch)
-            self._batch, self._size = [], 0
-        self._batch.append(item)
-        self._size += item.size
+        full = self._builder.add(doc)
+        if full is not None:
+            self._put(full)
 
     def close(self) -> ShipResult:
         """Ship what is left and wait for the sender; re-raise its failure, if any."""
-        if self._batch:
-            self._put(self._batch)
-            self._batch = []
+        last = self._builder.flush()
+        if last is not None:
+            self._put(last)
         self._put(self._DONE)
         self._thread.join()
         if self._error is not None:
