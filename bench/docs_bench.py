@@ -88,22 +88,30 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def worker_tail(docs: list[dict[str, Any]]) -> int:
-    """backfill's ``_produce`` after ``iter_documents``: prepare, batch, pickle the message."""
-    from shipper.commands import backfill
+    """backfill's ``_produce`` after ``iter_documents``: serialise, batch, pickle the message
+    (``multiprocessing.Queue`` pickles in the worker)."""
+    from shipper import opensearch
+
+    def message(payload: Any) -> int:
+        return len(pickle.dumps(("batch", payload, (0, 0, 0)), protocol=pickle.HIGHEST_PROTOCOL))
 
     sink = 0
-    encode = getattr(backfill, "_encode_batch", None)  # the worker's payload, when it has one
-    batch: list[Any] = []
+    builder_class = getattr(opensearch, "BatchBuilder", None)
+    if builder_class is not None:  # one body per batch
+        builder = builder_class(PREFIX, MAX_DOCS, 10 * 2**20)
+        for doc in docs:
+            full = builder.add(doc)
+            if full is not None:
+                sink += message(full.payload())
+        last = builder.flush()
+        return sink + (message(last.payload()) if last is not None else 0)
+    batch: list[Any] = []  # before: a tuple of four per document
     for doc in docs:
         batch.append(prepare(doc, PREFIX))
         if len(batch) >= MAX_DOCS:
-            payload = encode(batch) if encode else [(i.index, i.id, i.action, i.source) for i in batch]
-            sink += len(pickle.dumps(("batch", payload, (0, 0, 0)), protocol=pickle.HIGHEST_PROTOCOL))
+            sink += message([(i.index, i.id, i.action, i.source) for i in batch])
             batch = []
-    if batch:
-        payload = encode(batch) if encode else [(i.index, i.id, i.action, i.source) for i in batch]
-        sink += len(pickle.dumps(("batch", payload, (0, 0, 0)), protocol=pickle.HIGHEST_PROTOCOL))
-    return sink
+    return sink + (message([(i.index, i.id, i.action, i.source) for i in batch]) if batch else 0)
 
 
 def main() -> int:
