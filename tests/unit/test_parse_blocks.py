@@ -156,3 +156,16 @@ def test_the_reference_path_reads_line_by_line(tmp_path: Path, monkeypatch: pyte
         m.setattr(inputs.formats, "get", lambda name: _LineByLine())
         list(iter_documents([str(path)], ParseOptions(direction=Direction.OUTBOUND), ParseStats()))
     assert seen
+
+
+def test_the_collector_runs_less_often_while_parsing_and_as_before_after(tmp_path: Path) -> None:
+    import gc
+
+    path = tmp_path / "SMTPOutboundConversation.log"
+    path.write_bytes(b"".join(VALID_LINES))
+    before = gc.get_threshold()
+    docs = iter_documents([str(path)], ParseOptions(direction=Direction.OUTBOUND), ParseStats())
+    next(docs)
+    assert gc.get_threshold()[0] == max(before[0], inputs.GC_YOUNG)
+    list(docs)
+    assert gc.get_threshold() == before
