@@ -34,63 +34,69 @@ def _iso(dt: datetime) -> str:
 # -- times -------------------------------------------------------------------------------------
 # Every document carries three ISO times (@timestamp, event.start, event.end) and a duration;
 # ``isoformat`` and ``astimezone`` cost about a microsecond each, and a log's times repeat to
-# the second (one session's lines, and many sessions, share a second). So the parts of a time
-# that do not depend on its milliseconds are made once per second and zone: the text before
-# and after the milliseconds, and the second in UTC microseconds since the epoch.
+# the minute (one session's lines, and the sessions around it). So the parts of a time that do
+# not depend on its seconds are made once per minute and zone: the text before the seconds
+# and after the milliseconds, and the minute in UTC microseconds since the epoch. (Per second
+# was tried first: a log with a session every few seconds then missed on every session, and a
+# miss costs more than the plain way.)
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
+_SECONDS = tuple(f":{s:02d}" for s in range(60))
 _MILLIS = tuple(f".{ms:03d}" for ms in range(1000))  # isoformat's milliseconds: truncated
-_SECONDS_KEPT = 4096
-# (second, minute, hour, ordinal day, fold, tzinfo) → (head, tail, UTC µs of the second)
-_seconds: dict[tuple[Any, ...], tuple[str, str, int]] = {}
-# Zones whose offset is the same for every microsecond of a second: offsets change on whole
-# seconds (zoneinfo's transitions are whole seconds; a fixed offset never changes). Any other
-# tzinfo (or none) takes the plain, uncached way.
+_MINUTES_KEPT = 4096
+# (minute, hour, ordinal day, fold, tzinfo) → ("YYYY-MM-DDTHH:MM", "+HH:MM", UTC µs of the minute)
+_minutes: dict[tuple[Any, ...], tuple[str, str, int] | None] = {}
+# Zones whose offset is a step function of the wall time (and fold): zoneinfo and fixed
+# offsets. Any other tzinfo (or none) takes the plain way.
 _CACHEABLE_ZONES = (ZoneInfo, timezone)
 
 
-def _second(dt: datetime) -> tuple[str, str, int] | None:
-    """The cached parts of ``dt``'s second, or None for a zone that is not cached. (The
-    lookup is repeated inline where it is hot: a call costs as much as the lookup.)"""
-    key = (dt.second, dt.minute, dt.hour, dt.toordinal(), dt.fold, dt.tzinfo)
-    parts = _seconds.get(key)
-    if parts is None and isinstance(dt.tzinfo, _CACHEABLE_ZONES):
-        whole = dt.replace(microsecond=0)
-        text = whole.isoformat(timespec="milliseconds")
-        delta = whole - _EPOCH  # aware minus aware: through UTC
-        if len(_seconds) >= _SECONDS_KEPT:
-            _seconds.clear()
-        parts = _seconds[key] = (text[:19], text[23:],
-                                 (delta.days * 86_400 + delta.seconds) * 1_000_000
-                                 + delta.microseconds)
+def _minute(dt: datetime) -> tuple[str, str, int] | None:
+    """The cached parts of ``dt``'s minute; None for a zone that is not cached, or a minute
+    whose offset changes within it (a zone's change from local mean time, at odd seconds).
+    (The lookup is repeated inline where it is hot: a call costs as much as the lookup.)"""
+    key = (dt.minute, dt.hour, dt.toordinal(), dt.fold, dt.tzinfo)
+    parts = _minutes.get(key)
+    if parts is None and key not in _minutes:
+        if not isinstance(dt.tzinfo, _CACHEABLE_ZONES):
+            return None
+        offset = dt.replace(second=0, microsecond=0).utcoffset()
+        # one offset at both ends: one all minute (a zone changes its offset months apart)
+        if offset is not None and offset == dt.replace(second=59, microsecond=999_999).utcoffset():
+            text = dt.isoformat(timespec="milliseconds")
+            local = ((dt.toordinal() - _EPOCH_ORDINAL) * 86_400 + dt.hour * 3600 + dt.minute * 60)
+            parts = (text[:16], text[23:],
+                     local * 1_000_000 - ((offset.days * 86_400 + offset.seconds) * 1_000_000
+                                          + offset.microseconds))
+        if len(_minutes) >= _MINUTES_KEPT:
+            _minutes.clear()
+        _minutes[key] = parts
     return parts
 
 
 def _stamp(dt: datetime) -> str:
     """``dt.isoformat(timespec="milliseconds")``."""
-    parts = _seconds.get((dt.second, dt.minute, dt.hour, dt.toordinal(), dt.fold, dt.tzinfo))
+    parts = _minutes.get((dt.minute, dt.hour, dt.toordinal(), dt.fold, dt.tzinfo)) or _minute(dt)
     if parts is None:
-        parts = _second(dt)
-        if parts is None:
-            return dt.isoformat(timespec="milliseconds")
-    return parts[0] + _MILLIS[dt.microsecond // 1000] + parts[1]
+        return dt.isoformat(timespec="milliseconds")
+    return f"{parts[0]}{_SECONDS[dt.second]}{_MILLIS[dt.microsecond // 1000]}{parts[1]}"
 
 
 def _span(start: datetime, end: datetime) -> tuple[str, str, int]:
     """ISO start, ISO end and the duration in nanoseconds (never negative) of a session."""
-    first = _seconds.get((start.second, start.minute, start.hour, start.toordinal(), start.fold,
-                          start.tzinfo)) or _second(start)
-    last = _seconds.get((end.second, end.minute, end.hour, end.toordinal(), end.fold,
-                         end.tzinfo)) or _second(end)
+    first = _minutes.get((start.minute, start.hour, start.toordinal(), start.fold,
+                          start.tzinfo)) or _minute(start)
+    last = _minutes.get((end.minute, end.hour, end.toordinal(), end.fold,
+                         end.tzinfo)) or _minute(end)
     if first is None or last is None:
         # aware datetimes sharing one tzinfo subtract as wall times (ignoring fold): via UTC
         delta = end.astimezone(UTC) - start.astimezone(UTC)
         micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
         return _iso(start), _iso(end), max(0, micros) * 1000
-    start_us, end_us = start.microsecond, end.microsecond
-    micros = last[2] + end_us - first[2] - start_us
-    return (first[0] + _MILLIS[start_us // 1000] + first[1],
-            last[0] + _MILLIS[end_us // 1000] + last[1],
+    start_s, start_us, end_s, end_us = start.second, start.microsecond, end.second, end.microsecond
+    micros = last[2] - first[2] + (end_s - start_s) * 1_000_000 + end_us - start_us
+    return (f"{first[0]}{_SECONDS[start_s]}{_MILLIS[start_us // 1000]}{first[1]}",
+            f"{last[0]}{_SECONDS[end_s]}{_MILLIS[end_us // 1000]}{last[1]}",
             (micros if micros > 0 else 0) * 1000)
 
 

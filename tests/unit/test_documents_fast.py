@@ -285,3 +285,35 @@ def _reference_span(start: datetime, end: datetime) -> tuple[str, str, int]:
     delta = end.astimezone(UTC) - start.astimezone(UTC)
     micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     return _iso(start), _iso(end), max(0, micros) * 1000
+
+
+# Offset changes at odd seconds of a minute (local mean time to a standard time, a 28-second
+# step, the end of a repeated period at 02:25:21): such a minute must not be cached as one.
+ODD_CHANGES = [
+    ("Africa/Monrovia", datetime(1972, 1, 7, 0, 44, 30, tzinfo=UTC)),
+    ("Africa/Monrovia", datetime(1919, 3, 1, 0, 43, 8, tzinfo=UTC)),
+    ("Europe/Amsterdam", datetime(1937, 6, 30, 22, 40, 28, tzinfo=UTC)),
+    ("Europe/Amsterdam", datetime(1916, 9, 30, 22, 40, 28, tzinfo=UTC)),
+    ("Europe/Dublin", datetime(1916, 10, 1, 2, 25, 21, tzinfo=UTC)),
+    ("Asia/Kolkata", datetime(1905, 12, 31, 18, 38, 50, tzinfo=UTC)),
+    ("America/New_York", datetime(1883, 11, 18, 17, 0, 0, tzinfo=UTC)),
+    ("Europe/Berlin", datetime(1893, 3, 31, 23, 6, 32, tzinfo=UTC)),
+    ("Pacific/Apia", datetime(1892, 7, 4, 11, 26, 56, tzinfo=UTC)),
+    ("Asia/Riyadh", datetime(1947, 3, 13, 20, 53, 8, tzinfo=UTC)),
+]
+
+
+def test_minutes_with_an_offset_change_at_an_odd_second() -> None:
+    """Every second of the minutes around such changes, both folds, reached in time order and
+    backwards (either end of the minute can fill the cache first): isoformat's text."""
+    for name, change in ODD_CHANGES:
+        zone = ZoneInfo(name)
+        for order in (1, -1):
+            documents._minutes.clear()
+            for k in range(-150, 151)[::order]:
+                local = (change + timedelta(seconds=k, microseconds=123_456)).astimezone(zone)
+                walls = [local, local.replace(fold=1 - local.fold),
+                         local.replace(tzinfo=None).replace(tzinfo=zone)]  # fold 0 of that wall time
+                for dt in walls:
+                    assert dt.isoformat(timespec="milliseconds") == documents._stamp(dt), (name, dt)
+                    assert _reference_span(dt, local) == documents._span(dt, local)
