@@ -72,7 +72,10 @@ def corpus(kind: str, lines: int, directory: str) -> str:
     else:
         import ingest_bench
 
-        ingest_bench.generate(Path(path), max(1, lines // 16))  # ~16 lines per session
+        sessions = max(1, lines // 16)  # ~16 lines per session
+        # as many per minute as in ingest_bench's default run (200,000 over a week): times
+        # repeat per minute, which the document builder's time cache relies on
+        ingest_bench.generate(Path(path), sessions, seconds=7 * 86400 * sessions / 200_000)
     return path
 
 

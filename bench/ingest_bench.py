@@ -85,11 +85,11 @@ def session_lines(sid: int, when: float, rng: random.Random) -> list[str]:
     return lines
 
 
-def generate(path: Path, sessions: int, seed: int = 7) -> None:
-    """``sessions`` sessions over a week, four at a time interleaved line by line."""
+def generate(path: Path, sessions: int, seed: int = 7, seconds: float = 7 * 86400) -> None:
+    """``sessions`` sessions over ``seconds`` (a week), four at a time interleaved line by line."""
     rng = random.Random(seed)
     start = 1711000000.0
-    step = 7 * 86400 / max(sessions, 1)
+    step = seconds / max(sessions, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as out:
         for group in range(0, sessions, 4):
