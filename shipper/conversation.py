@@ -28,7 +28,8 @@ import ipaddress
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Container, Iterable
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
@@ -125,13 +126,18 @@ class _Open:
         self.offset = offset
         self.files = {path: offset}
         self.last_path = path
-        # (timestamp, fold, kind, payload, text); kind None: a tagged protocol line, a reply or
-        # a command by its content (the batch reader leaves that to _interpret)
-        self.records: list[tuple[str, int, EventKind | None, str, str]] = []
+        self.records: list[_Record] = []
         self.seen = seen
         self.peer: str | None = None
         self.secure = False
         self.connected_out: bool | None = None
+
+
+# A line of a session: ``(text, timestamp, fold, session_id, kind, payload, "")`` from ``feed``,
+# or the very tuple ``scan`` made of it, ``(text, timestamp, second, session_id, tag, payload,
+# "")``, whose direction tag (a ``str`` where ``feed`` puts an ``EventKind``) says: a protocol
+# line, a reply or a command by its content, fold 0 (feed_scanned takes lines so only then).
+_Record = tuple[str, str, Any, str, Any, str, str]
 
 
 class _Conv:
@@ -217,7 +223,7 @@ class SessionAssembler:
                 s.files.setdefault(path, offset)
                 s.last_path = path
             s.seen = self._clock()
-            s.records.append((ts, self._fold, kind, payload, text))
+            s.records.append((text, ts, self._fold, sid, kind, payload, ""))
             if kind is _TERMINATE:
                 del self._open[sid]
                 return [self._finish(s, incomplete=False)]
@@ -241,14 +247,14 @@ class SessionAssembler:
                 self._seen_out = ev.connected_out
         else:  # the log began mid-session (or the connection line was lost)
             s = self._open[sid] = _Open(sid, path, offset, self._clock())
-        s.records.append((ts, self._fold, kind, payload, text))
+        s.records.append((text, ts, self._fold, sid, kind, payload, ""))
         if kind is _TERMINATE:
             del self._open[sid]
             done.append(self._finish(s, incomplete=False))
         return done
 
-    def feed_scanned(self, items: Iterable[tuple[str, str, str, str, str, str, str]], path: str,
-                     offset: int, newline: int, limit: int, good_seconds: Container[str],
+    def feed_scanned(self, items: list[_Record], path: str,
+                     offset: int, newline: int, limit: int, good_seconds: AbstractSet[str],
                      untagged: Callable[[str, str, str, str, int, str], Event],
                      slow: Callable[[str, int], Event | None]) -> list[Session]:
         """Take the lines of a block of a file at once (the batch reader's path; the same
@@ -272,30 +278,42 @@ class SessionAssembler:
         fold = self._fold
         now = self._clock()
         ev: Event | None
-        for line, ts, second, sid, tag, payload, other in items:
+        for item in items:
+            line, ts, second, sid, tag, payload, other = item
             if line:
                 n = len(line)
                 if n <= limit and second in good_seconds:
-                    if tag:
-                        s = get(sid)
-                        if s is not None:
-                            if ts < last_ts or fold:
-                                self._last_ts = last_ts
-                                self._advance(ts)
-                                fold = self._fold
-                            last_ts = ts
-                            if s.last_path is not path:
-                                if path != s.last_path:
-                                    s.files.setdefault(path, offset)
-                                s.last_path = path
-                            s.seen = now
-                            s.records.append((ts, fold, None, payload, line))
-                            offset += n + newline
-                            continue
-                    ev = untagged(ts, sid, payload, line, offset, path)
-                else:
-                    self._last_ts = last_ts
-                    ev = slow(line + "\r" if newline == 2 else line, offset)
+                    if not tag:  # a connection, termination or other line without direction tag
+                        ev = untagged(ts, sid, payload, line, offset, path)
+                        offset += n + newline
+                        self._last_ts = last_ts
+                        done += self.feed(ev)
+                        fold = self._fold
+                        last_ts = self._last_ts
+                        continue
+                    s = get(sid)
+                    if s is not None:  # a protocol line of an open session: most lines
+                        if ts < last_ts or fold:
+                            self._last_ts = last_ts
+                            self._advance(ts)
+                            fold = self._fold
+                        last_ts = ts
+                        if s.last_path is not path:
+                            if path != s.last_path:
+                                s.files.setdefault(path, offset)
+                            s.last_path = path
+                        s.seen = now
+                        if fold:
+                            s.records.append((line, ts, fold, sid,
+                                              _REPLY if _is_reply(payload) else _COMMAND,
+                                              payload, ""))
+                        else:
+                            s.records.append(item)
+                        offset += n + newline
+                        continue
+                # a protocol line that opens a session, or one to check: as parse_line decides
+                self._last_ts = last_ts
+                ev = slow(line + "\r" if newline == 2 else line, offset)
                 offset += n + newline
             else:
                 self._last_ts = last_ts
@@ -349,15 +367,16 @@ class SessionAssembler:
     def _interpret(self, s: _Open) -> _Conv:
         """Follow the SMTP conversation of a finished session's lines, in order."""
         records = s.records
-        c = _Conv([r[4] for r in records], s.secure)
+        c = _Conv([r[0] for r in records], s.secure)
         final_reply = self._final_reply
         command = self._command
         parts: list[str] = []  # the lines of a multi-line reply so far
         last_part = ""  # the last continuation line's payload (its code counts if cut short)
         i = -1
-        for ts, fold, kind, payload, _text in records:
+        for _text, ts, fold, _sid, kind, payload, _other in records:
             i += 1
-            if kind is None:  # a tagged line: a reply (^\d{3}([ -]|$)) or a command by its content
+            if kind.__class__ is str:  # a scanned protocol line: a reply (^\d{3}([ -]|$)) or a command
+                fold = 0
                 c3 = payload[3:4]
                 if c3 == "-" or c3 == " " or (c3 == "" and len(payload) == 3):
                     kind = _REPLY if payload[:3].isdecimal() else _COMMAND
@@ -541,7 +560,7 @@ class SessionAssembler:
         else:
             remote_host = c.helo or peer_host
         first, last = s.records[0], s.records[-1]
-        start = self._time((first[0], first[1]))
+        start = self._time(_stamp(first))
         return Session(
             session_id=s.sid,
             direction=direction,
@@ -549,7 +568,7 @@ class SessionAssembler:
             offset=s.offset,
             files=dict(s.files),
             start=start,
-            end=start if last is first else self._time((last[0], last[1])),
+            end=start if last is first else self._time(_stamp(last)),
             incomplete=incomplete,
             lines=tuple(c.lines),
             remote_ip=remote_ip,
@@ -659,11 +678,16 @@ class SessionAssembler:
             self._fold = 1
 
 
-def _talked(records: list[tuple[str, int, EventKind | None, str, str]]) -> bool:
+def _stamp(record: _Record) -> tuple[str, int]:
+    """(timestamp, fold) of a session's line."""
+    return record[1], 0 if record[4].__class__ is str else record[2]
+
+
+def _talked(records: list[_Record]) -> bool:
     """Whether a command or a whole reply has been seen among a session's lines (a connection
     line for its id then starts a new session)."""
-    for _ts, _fold, kind, payload, _text in records:
-        if kind is None:
+    for _text, _ts, _fold, _sid, kind, payload, _other in records:
+        if kind.__class__ is str:
             kind = _REPLY if _is_reply(payload) else _COMMAND
         if kind is _COMMAND or (kind is _REPLY and payload[3:4] != "-"):
             return True

@@ -17,6 +17,7 @@ import sys
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -308,7 +309,7 @@ def _parse_file(path: str, fmt: formats.Format, assembler: SessionAssembler,
     dataset = fmt.dataset
     max_line = options.max_line
     scan = getattr(fmt, "scan", None)  # a format without a block scanner goes line by line
-    good_seconds = getattr(fmt, "good_seconds", ())
+    good_seconds: AbstractSet[str] = getattr(fmt, "good_seconds", frozenset())
     untagged = getattr(fmt, "untagged_event", None)
     blank = 0
 

@@ -169,3 +169,44 @@ def test_the_collector_runs_less_often_while_parsing_and_as_before_after(tmp_pat
     assert gc.get_threshold()[0] == max(before[0], inputs.GC_YOUNG)
     list(docs)
     assert gc.get_threshold() == before
+
+
+_payloads = st.sampled_from([
+    "************ New (secure) connection to: 192.0.2.1", "************ New connection from: ::1",
+    "~~~~~~~~~~~~ Connection Terminated ( 1)", "S <-- EHLO x", "S <-- MAIL FROM:<a@b>",
+    "S <-- RCPT TO:<c@d>", "S <-- DATA", "S <-- QUIT", "S <-- AUTH LOGIN", "S <-- dXNlcg==",
+    "C --> 220 hi", "C --> 250-x", "C --> 250 ok", "C --> 354 go", "C --> 334 VXNlcg==",
+    "C --> 421 4.4.2 bye", "C --> 550 5.1.1 no", "C --> 999", "whatever", "RSET",
+])
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 5), _payloads, st.integers(-40, 40)), min_size=16,
+                max_size=150),
+       st.sets(st.integers(0, 5)),
+       st.sampled_from(["2024-03-21 11", "2024-10-27 02", "2024-10-27 01"]),
+       st.sampled_from([64, 2048, 1 << 16]))
+def test_interleaved_sessions_read_in_blocks_as_line_by_line(tmp_path_factory: pytest.TempPathFactory,
+                                                    steps: list[tuple[int, str, int]],
+                                                    unannounced: set[int], hour: str,
+                                                    block: int) -> None:
+    """Sessions interleaved at random, most opened by a connection line, ids reused (sessions 4
+    and 5 share the ids of 0 and 1), lines of sessions never opened, a clock that jumps back and
+    forth, by minutes now and then, through a DST fold: reading in blocks (every line in the
+    usual layout) gives what line by line gives."""
+    millis = 30 * 60_000
+    out = []
+    started: set[int] = set()
+    for session, payload, step in steps:
+        jump = 60 if abs(step) == 40 else 1  # now and then, 40 minutes on or back
+        millis = max(0, min(millis + step * 1000 * jump, 60 * 60_000 - 1))
+        stamp = f"{hour}:{millis // 60000:02d}:{millis // 1000 % 60:02d},{millis % 1000:03d}"
+        sid = f"{700 + session % 4:>6}"
+        if session not in started and session not in unannounced:
+            out.append(f"{stamp} - [{sid}] ************ New connection to: 192.0.2.{session}\n")
+        started.add(session)
+        out.append(f"{stamp} - [{sid}] {payload}\n")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast, slow = parse_both(tmp_path_factory.mktemp("grouped"), "".join(out).encode(), monkeypatch,
+                                block)
+    assert slow == fast
