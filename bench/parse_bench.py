@@ -17,7 +17,8 @@ peak RSS is that run's own:
 Reports lines/s, MB/s, documents and peak RSS; target: pipeline >= 50 % of baseline lines/s.
 Rates are per CPU second of the child (one core; other processes on a shared machine take wall
 time, not CPU time), the best of ``--repeat`` runs taken alternately. ``--profile FILE`` runs
-the pipeline once under cProfile instead; ``--only documents`` skips the secondary runs.
+the pipeline once under cProfile instead; ``--only documents`` skips the secondary runs;
+``--instructions`` counts instructions per line with callgrind (the same on a busy machine).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 BASE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -238,6 +240,40 @@ def best(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return fastest
 
 
+def _callgrind(mode: str, path: str) -> int:
+    """Instructions executed by a child run (startup and imports included)."""
+    with tempfile.NamedTemporaryFile(prefix="callgrind-", suffix=".out") as out:
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out.name}",
+                        sys.executable, __file__, "--child", mode, path],
+                       check=True, capture_output=True)
+        for line in Path(out.name).read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError("callgrind wrote no totals")
+
+
+def instructions(tmp: str, big: str, n_big: int, concurrency: int) -> int:
+    """Per line: instructions of a run on the corpus minus those of a run on a few lines (the
+    interpreter's start and the imports), for the baseline and the pipeline → documents."""
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    tiny = os.path.join(tmp, "SMTPOutboundConversation.tiny.log")
+    n_tiny = generate(tiny, 20, concurrency)
+    print(f"{'run':36} {'instructions/line':>18}")
+    per_line = {}
+    for name, mode in (("baseline (regex + group by id)", "baseline"),
+                       ("pipeline → documents", "documents")):
+        per_line[mode] = (_callgrind(mode, big) - _callgrind(mode, tiny)) / (n_big - n_tiny)
+        print(f"{name:36} {per_line[mode]:>18,.0f}")
+    print(f"pipeline / baseline lines per instruction: {per_line['baseline'] / per_line['documents']:.0%}"
+          " (the timed target is lines/s; an instruction of the pipeline takes longer than one of "
+          "the baseline's tight loop, so this ratio is higher than the timed one)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -250,6 +286,10 @@ def main() -> int:
                              "print its top functions; profiled rates are not comparable")
     parser.add_argument("--only", choices=("documents",),
                         help="measure only the baseline and pipeline → documents (quicker)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count CPU instructions per line of the baseline and the pipeline "
+                             "with valgrind's callgrind instead of timing them: the same figures "
+                             "on a busy machine (~50x slower: use --lines 100000)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -266,6 +306,8 @@ def main() -> int:
         if args.profile:
             measure("documents", big, profile=args.profile)
             return 0
+        if args.instructions:
+            return instructions(tmp, big, n_big, args.concurrency)
         plan = [("baseline (regex + group by id)", n_big, "baseline", big),
                 ("pipeline → documents", n_big, "documents", big)]
         if args.only is None:
