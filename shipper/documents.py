@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timezone
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -111,7 +112,7 @@ def build_documents(session: Session, *, host_name: str, dataset: str,
     What the documents of a session have in common is worked out once, into locals; each
     document still gets its own dicts and lists: nothing mutable is shared between them.
     Keys are inserted in a fixed order (the JSON sent to OpenSearch follows it)."""
-    classify = classifier.classify if classifier is not None else reasons.classify
+    classify = (classifier if classifier is not None else reasons.default_classifier()).classify
     start, end, duration = _span(session.start, session.end)
     transcript = "\n".join(session.lines)
     direction = session.direction
@@ -128,16 +129,24 @@ def build_documents(session: Session, *, host_name: str, dataset: str,
     role = "source" if direction is _INBOUND else "destination"
 
     # (transaction, recipient, outcome) of each document, in order
-    parts: list[tuple[Transaction | None, str | None, Outcome]] = []
-    for transaction in session.transactions:
-        if transaction.recipients:
-            parts.extend([(transaction, rcpt.address, rcpt.outcome)
-                          for rcpt in transaction.recipients])
-        else:
-            parts.append((transaction, None, transaction.outcome))
-    if not parts:
-        assert session.outcome is not None
-        parts.append((None, None, session.outcome))
+    transactions = session.transactions
+    parts: Sequence[tuple[Transaction | None, str | None, Outcome]]
+    if len(transactions) == 1 and len(transactions[0].recipients) == 1:  # the usual session
+        only = transactions[0]
+        rcpt = only.recipients[0]
+        parts = ((only, rcpt.address, rcpt.outcome),)
+    else:
+        many: list[tuple[Transaction | None, str | None, Outcome]] = []
+        parts = many
+        for transaction in transactions:
+            if transaction.recipients:
+                many.extend([(transaction, rcpt.address, rcpt.outcome)
+                             for rcpt in transaction.recipients])
+            else:
+                many.append((transaction, None, transaction.outcome))
+        if not many:
+            assert session.outcome is not None
+            many.append((None, None, session.outcome))
 
     docs: list[dict[str, Any]] = []
     for txn, recipient, outcome in parts:
@@ -168,7 +177,10 @@ def build_documents(session: Session, *, host_name: str, dataset: str,
             if verdict is not _DELIVERED:
                 # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
                 smtp["reason"] = classify(reply.code, enhanced, text, outcome.stage)
-            timestamp = _stamp(reply.timestamp)
+            ts = reply.timestamp
+            stamp_parts = _minutes.get((ts.minute, ts.hour, ts.toordinal(), ts.fold, ts.tzinfo))
+            timestamp = (f"{stamp_parts[0]}{_SECONDS[ts.second]}{_MILLIS[ts.microsecond // 1000]}{stamp_parts[1]}"
+                         if stamp_parts is not None else _stamp(ts))
         else:
             if verdict is not _DELIVERED:
                 smtp["reason"] = classify(None, None, None, outcome.stage)
