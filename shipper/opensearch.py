@@ -14,6 +14,10 @@ Public API (used by ``setup``, ``backfill``, ``trace`` and the daemon):
   (a ``ConnectionFailed``) as soon as ``stop`` is set while it waits.
 * ``PipelinedShipper`` — ``submit(doc)`` / ``close() -> ShipResult``: one sender thread
   ships full batches while the caller goes on parsing (backfill).
+* ``prepare(doc, prefix) -> BulkItem`` (one document's action and source lines), and
+  ``BatchBuilder(prefix, max_docs, max_bytes)``: documents → ``BulkBatch``es, the same bytes
+  as ``batches`` of ``prepare``'s items but one body per bulk request, which
+  ``BulkShipper.ship_batch`` posts as it is (backfill's worker sends ``BulkBatch.payload()``).
 """
 
 from __future__ import annotations
