@@ -378,12 +378,18 @@ class SessionAssembler:
             if kind.__class__ is str:  # a scanned protocol line: a reply (^\d{3}([ -]|$)) or a command
                 fold = 0
                 c3 = payload[3:4]
-                if c3 == "-" or c3 == " " or (c3 == "" and len(payload) == 3):
-                    kind = _REPLY if payload[:3].isdecimal() else _COMMAND
+                if c3 == "-":
+                    if payload[:3].isdecimal():  # a continuation line: most reply lines are (EHLO)
+                        parts.append(payload[4:])
+                        last_part = payload
+                        continue
+                    kind = _COMMAND
+                elif (c3 == " " or (c3 == "" and len(payload) == 3)) and payload[:3].isdecimal():
+                    kind = _REPLY
                 else:
                     kind = _COMMAND
             if kind is _REPLY:
-                if payload[3:4] == "-":  # a continuation line: most reply lines are (EHLO)
+                if payload[3:4] == "-":  # a continuation line (of an event from feed)
                     parts.append(payload[4:])
                     last_part = payload
                 elif parts:  # the last line of a multi-line reply
