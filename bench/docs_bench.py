@@ -15,15 +15,18 @@ Then, per CPU second of this process, best of ``--repeat`` rounds:
   message in the worker), measured on whole batches of ``bulk.max_docs``.
 
 µs per session and per document. ``--profile`` prints the top functions of one round;
-``--shipper DIR`` measures another copy of the package (before/after comparisons).
+``--shipper DIR`` measures another copy of the package (before/after comparisons);
+``--instructions`` counts instructions with callgrind instead (steady on a busy machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import pickle
+import subprocess
 import sys
 import tempfile
 import time
@@ -119,7 +122,7 @@ def worker_tail(docs: list[dict[str, Any]]) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lines", type=int, default=300_000, help="corpus lines (default 300000)")
+    parser.add_argument("--lines", type=int, help="corpus lines (default 300000; 30000 with --instructions)")
     parser.add_argument("--corpus", choices=("parse", "ingest"), default="parse",
                         help="parse_bench's mixed conversations (default) or ingest_bench's sessions")
     parser.add_argument("--repeat", type=int, default=3, help="rounds; the fastest counts")
@@ -129,13 +132,22 @@ def main() -> int:
                         help="import the shipper package from DIR instead, e.g. an older commit's: "
                              "git archive REV shipper | tar -x -C DIR (compare in alternate runs: "
                              "the figures of a shared machine vary by 20%%)")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions with valgrind's callgrind instead of timing: the "
+                             "same figures however busy the machine is")
+    parser.add_argument("--child", nargs=2, metavar=("STEP", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.instructions:
+        return instructions(args)
 
     classifier = Classifier.from_files(())
     tz = ZoneInfo(args.timezone)
-    with tempfile.TemporaryDirectory(prefix="docs-bench-") as tmp:
-        path = corpus(args.corpus, args.lines, tmp)
-        sessions = load_sessions(path, tz)
+    if args.child:
+        sessions = load_sessions(args.child[1], tz)
+    else:
+        with tempfile.TemporaryDirectory(prefix="docs-bench-") as tmp:
+            path = corpus(args.corpus, args.lines or 300_000, tmp)
+            sessions = load_sessions(path, tz)
     n_sessions = len(sessions)
 
     def build() -> int:
@@ -154,6 +166,13 @@ def main() -> int:
 
     def prep() -> int:
         return sum(len(prepare(doc, PREFIX).source) for doc in docs)
+
+    if args.child:  # one step once, under callgrind (``none``: only what every child does)
+        steps = {"none": lambda: 0, "build_documents": build, "prepare": prep,
+                 "worker tail": lambda: worker_tail(docs)}
+        steps[args.child[0]]()
+        print(json.dumps({"sessions": n_sessions, "documents": n_docs}))
+        return 0
 
     if args.profile:
         import cProfile
@@ -181,6 +200,42 @@ def main() -> int:
     print(f"{'step':22} {'CPU s':>7} {'µs/session':>11} {'µs/document':>12}")
     for name, seconds in best.items():
         print(f"{name:22} {seconds:7.3f} {seconds / n_sessions * 1e6:11.2f} {seconds / n_docs * 1e6:12.2f}")
+    return 0
+
+
+def instructions(args: argparse.Namespace) -> int:
+    """Per session and per document: the instructions of a child that loads the corpus and runs
+    one step once, minus those of a child that only loads it."""
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="docs-bench-") as tmp:
+        path = corpus(args.corpus, args.lines or 30_000, tmp)
+
+        def count(step: str) -> tuple[int, dict[str, int]]:
+            out = os.path.join(tmp, "callgrind.out")
+            command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+                       __file__, "--child", step, path, "--timezone", args.timezone]
+            if args.shipper:
+                command += ["--shipper", args.shipper]
+            run = subprocess.run(command, check=True, capture_output=True, text=True)
+            for line in Path(out).read_text().splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    return int(line.split()[1]), json.loads(run.stdout.strip().splitlines()[-1])
+            raise RuntimeError("callgrind wrote no totals")
+
+        base, counts = count("none")
+        import shipper
+
+        print(f"shipper from {Path(shipper.__file__).parent}")
+        print(f"{args.corpus} corpus: {counts['sessions']:,} sessions, {counts['documents']:,} documents; "
+              f"instructions (callgrind)")
+        print(f"{'step':22} {'instr/session':>14} {'instr/document':>15}")
+        for step in ("build_documents", "prepare", "worker tail"):
+            spent = count(step)[0] - base
+            print(f"{step:22} {spent / counts['sessions']:14,.0f} {spent / counts['documents']:15,.0f}")
     return 0
 
 
