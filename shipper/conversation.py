@@ -67,7 +67,10 @@ _BDAT_LAST = "bdat-last"
 _OTHER = "other"  # RSET, NOOP, VRFY, QUIT, ...: their replies decide nothing (except 421)
 
 _ORDER = {stage: i for i, stage in enumerate(Stage)}
+# An aware datetime plus a timedelta is a wall-clock sum that keeps the tzinfo (fold 0), so a
+# time is its minute plus these, exactly: the zone is consulted only when an offset is asked for.
 _MILLIS = {f"{ms:03d}": timedelta(milliseconds=ms) for ms in range(1000)}
+_SECONDS = {f"{s:02d}": timedelta(seconds=s) for s in range(60)}
 _DELIVERED = Verdict.DELIVERED
 _DEFERRED = Verdict.DEFERRED
 _FAILED = Verdict.FAILED
@@ -211,6 +214,7 @@ class SessionAssembler:
         self._fold = 0
         self._seen_out: bool | None = None  # the last connection line's "to:"/"from:"
         self._seconds: dict[str, datetime] = {}  # for _time
+        self._minutes: dict[str, datetime] = {}  # for _second
 
     # -- public API (docs/CONTRACTS.md) ------------------------------------------------------
 
@@ -663,11 +667,24 @@ class SessionAssembler:
         if second is None:
             if len(self._seconds) >= 4096:
                 self._seconds.clear()
-            second = self._seconds[ts[:19]] = self._make_time(ts[:19] + ",000", 0)
+            second = self._seconds[ts[:19]] = self._second(ts)
         millis = _MILLIS.get(ts[20:23])
         if millis is None:  # digits other than 0-9 (the layout's \d allows them)
             return self._make_time(ts, 0)
         return second + millis
+
+    def _second(self, ts: str) -> datetime:
+        """The zone-aware second of ``ts`` (fold 0), from its minute's: a quiet log has a new
+        second on nearly every session, a new minute much less often."""
+        minute = self._minutes.get(ts[:16])
+        if minute is None:
+            if len(self._minutes) >= 1024:
+                self._minutes.clear()
+            minute = self._minutes[ts[:16]] = self._make_time(ts[:16] + ":00,000", 0)
+        seconds = _SECONDS.get(ts[17:19])
+        if seconds is None:  # digits other than 0-9
+            return self._make_time(ts[:19] + ",000", 0)
+        return minute + seconds
 
     def _make_time(self, ts: str, fold: int) -> datetime:
         return datetime(int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]),
