@@ -291,15 +291,8 @@ class SessionAssembler:
             line, ts, second, sid, tag, payload, other = item
             if line:
                 n = len(line)
-                if n <= limit and second in good_seconds:
-                    if not tag:  # a connection, termination or other line without direction tag
-                        ev = untagged(ts, sid, payload, line, offset, path)
-                        offset += n + newline
-                        self._last_ts = last_ts
-                        done += self.feed(ev)
-                        fold = self._fold
-                        last_ts = self._last_ts
-                        continue
+                known = n <= limit and second in good_seconds
+                if known and tag:
                     s = get(sid)
                     if s is not None:  # a protocol line of an open session: most lines
                         if ts < last_ts or fold:
@@ -320,12 +313,12 @@ class SessionAssembler:
                             s.records.append(item)
                         offset += n + newline
                         continue
-                # a protocol line that opens a session, or one to check: as parse_line decides
-                self._last_ts = last_ts
-                ev = slow(line + "\r" if newline == 2 else line, offset)
+                if known and not tag:  # a connection, termination or other untagged line
+                    ev = untagged(ts, sid, payload, line, offset, path)
+                else:  # a line to check, or a protocol line opening a session: as parse_line decides
+                    ev = slow(line + "\r" if newline == 2 else line, offset)
                 offset += n + newline
             else:
-                self._last_ts = last_ts
                 ev = slow(other, offset)
                 offset += len(other) + 1
             if ev is not None:
