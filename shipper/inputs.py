@@ -77,6 +77,13 @@ def _local_zone() -> tzinfo:
         return ZoneInfo("UTC")
 
 
+_NO_NEWLINE = "last line has no newline (truncated?)"
+
+
+def _cut_note(max_line: int) -> str:
+    return f"line longer than {max_line} bytes (cut)"
+
+
 # -- lines -------------------------------------------------------------------------------------
 
 def iter_lines(stream: IO[bytes], max_line: int = MAX_LINE) -> Iterator[tuple[int, bytes, str | None]]:
@@ -109,13 +116,13 @@ def iter_lines(stream: IO[bytes], max_line: int = MAX_LINE) -> Iterator[tuple[in
                 if more[-1] == 10:
                     ended = True
                     break
-            note = f"line longer than {max_line} bytes (cut)"
+            note = _cut_note(max_line)
             if not ended:
                 note += "; no newline at end of input"
             yield start, line[:max_line], note
         else:
             if line.strip():
-                yield offset, line, "last line has no newline (truncated?)"
+                yield offset, line, _NO_NEWLINE
             offset += n
 
 
@@ -160,13 +167,13 @@ def iter_blocks(stream: IO[bytes], max_line: int = MAX_LINE,
                     ended = True
                 else:
                     skipped += len(more)
-            note = f"line longer than {max_line} bytes (cut)"
+            note = _cut_note(max_line)
             if not ended:
                 note += "; no newline at end of input"
             yield start, line, note
             offset = start + skipped
     if buf.strip():
-        yield offset, buf, "last line has no newline (truncated?)"
+        yield offset, buf, _NO_NEWLINE
 
 
 # -- opening -----------------------------------------------------------------------------------
@@ -319,7 +326,7 @@ def _parse_file(path: str, fmt: formats.Format, assembler: SessionAssembler,
         if note is None:
             if len(raw) > max_line:
                 raw = raw[:max_line]
-                note = f"line longer than {max_line} bytes (cut)"
+                note = _cut_note(max_line)
             elif not raw.strip():
                 blank += 1
                 return None
