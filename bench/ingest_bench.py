@@ -12,11 +12,14 @@
    (utime+stime from /proc/<pid>/stat of the node);
 4. the ceiling: the same documents, serialised beforehand (not timed), sent by a minimal
    sequential loader (one ``POST /_bulk`` after the other, same max_docs / max_bytes);
-5. repeats 3–4 for ``--rounds`` rounds (default 2), alternating which side goes first and
+5. repeats 3–4 for ``--rounds`` rounds (default 3), alternating which side goes first and
    emptying both prefixes between runs: on a node that was just started, whichever runs first
    pays for JIT warm-up (seen here: the same ceiling took 17 s second and 24 s first);
-6. prints every run, the best of each side and their ratio (target: the shipper >= 90% of the
-   ceiling), deletes the indices.
+6. prints every run, the ratio of each round, the best of each side and their ratio (target:
+   the shipper >= 90% of the ceiling), and per shipper run the parser worker's CPU seconds and
+   the backfill summary's "sender:" line — how much of the run the sender spent in bulk
+   requests and how much waiting for the parser: the direct measure of whether parsing made
+   OpenSearch wait. Deletes the indices.
 """
 
 from __future__ import annotations
@@ -178,7 +181,7 @@ def main() -> int:
     parser.add_argument("--pid", type=int, help="OpenSearch pid for its CPU time (default: from deploy/opensearch-local/run)")
     parser.add_argument("--max-docs", type=int, default=None, help="bulk.max_docs (default: the config default)")
     parser.add_argument("--ceiling-first", action="store_true", help="the ceiling goes first in the first round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating which side goes first (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, alternating which side goes first (default 3)")
     parser.add_argument("--keep", action="store_true", help="keep the generated log")
     args = parser.parse_args()
 
@@ -209,6 +212,7 @@ def main() -> int:
     del items
 
     shipper_log: list[str] = []
+    sender: list[str] = []  # the summary's "sender:" line of each shipper run
     try:
         install(ship_settings, client)
         install(ceil_settings, client)
@@ -224,8 +228,11 @@ def main() -> int:
                    "--host-name", "bench", "--config", str(cfg), "--opensearch", args.url,
                    "--index-prefix", shipper_prefix, str(log_path)]
         def run_shipper():
-            return measure("shipper (backfill)", pid, lambda: shipper_log.append(
-                subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).stderr))
+            def backfill():
+                done = subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+                shipper_log.append(done.stderr)
+                sender.extend(line for line in done.stdout.splitlines() if line.startswith("sender: "))
+            return measure("shipper (backfill)", pid, backfill)
 
         def run_ceiling():
             return measure("ceiling (minimal loader)", pid, lambda: minimal_loader(args.url, bodies))
@@ -264,9 +271,16 @@ def main() -> int:
         print(f"{m['round']}. {m['label']:31} {m['wall']:8.1f} {ndocs / m['wall']:9.0f} {log_bytes / 2**20 / m['wall']:10.2f} "
               f"{m['client_cpu']:13.1f} {m['node_cpu']:11.1f}{best}")
     worker = [line for text in shipper_log for line in text.splitlines() if "parser worker" in line]
-    if worker:
-        print(f"of the shipper's CPU: {worker[0].split(': ', 1)[1]}")
+    for n, line in enumerate(worker, 1):
+        print(f"shipper run {n}: {line.split(': ', 1)[1]}; {sender[n - 1] if n <= len(sender) else ''}")
     print(f"indexed in every run: shipper {shipped}, ceiling {ceiled} (of {ndocs})")
+    rounds = sorted({m["round"] for m in runs})
+    per_round = [
+        next(m["wall"] for m in runs if m["round"] == r and m["label"].startswith("ceiling"))
+        / next(m["wall"] for m in runs if m["round"] == r and m["label"].startswith("shipper")) * 100
+        for r in rounds
+    ]
+    print("shipper / ceiling per round: " + ", ".join(f"{r:.0f}%" for r in per_round))
     print(f"shipper / ceiling (best runs, *) = {ceil['wall'] / ship['wall'] * 100:.0f}% (target >= 90%)")
     return 0 if shipped == ceiled == ndocs else 1
 

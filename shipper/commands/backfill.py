@@ -46,6 +46,7 @@ from shipper.opensearch import (
     ShipResult,
     display_hosts,
     make_client,
+    sender_time,
     translate_errors,
 )
 from shipper.progress import Progress, format_duration
@@ -231,14 +232,18 @@ def _ship_with_worker(
     )
     worker.start()
     result = ShipResult()
+    clock = time.monotonic
     try:
         while True:
+            waiting = clock()
             try:
                 message = batches_q.get(timeout=1.0)
             except queue.Empty:
                 if not worker.is_alive():
                     raise ShipperError(f"the parser process ended unexpectedly (exit code {worker.exitcode})") from None
                 continue
+            finally:
+                result.parser_wait_seconds += clock() - waiting
             kind = message[0]
             if kind == "batch":
                 _, payload, (pos, sessions, documents) = message
@@ -271,6 +276,7 @@ def summary(stats: ParseStats, result: ShipResult, elapsed: float, dead_path: Pa
             f"indexed {result.acknowledged}, dead-lettered {result.dead_lettered}, re-sent {result.retried}, "
             f"{stats.defects} defects in {stats.lines} lines"
         ),
+        sender_time(result),
     ]
     if result.dead_lettered:
         lines.append(f"refused documents are in {dead_path}")

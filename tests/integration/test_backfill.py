@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -102,12 +103,23 @@ def test_backfill_twice_same_count_and_gzip(cli, opensearch, index_prefix, tmp_p
     code, out, err = cli("backfill", "--no-progress", str(plain))
     assert 0 == code, err
     assert "backfill: 5 documents from 5 sessions (delivered 3, rejected 1, deferred 1, failed 0)" in out
+    assert_sender_line(out)
     first = count(opensearch, index_prefix)
     assert 5 == first
     code, out, err = cli("backfill", "--no-progress", "--no-worker", str(plain), str(rotated))  # the in-process path
     assert 0 == code, err
     assert "indexed 10" in out
+    assert_sender_line(out)
     assert first == count(opensearch, index_prefix)
+
+
+def assert_sender_line(out: str) -> None:
+    """The summary says where the sender's time went; a real request takes measurable time."""
+    (line,) = [line for line in out.splitlines() if line.startswith("sender: ")]
+    m = re.fullmatch(r"sender: (\d+)% of the time in bulk requests \((\d+\.\d) s\), "
+                     r"(\d+)% of the time waiting for the parser \((\d+\.\d) s\)", line)
+    assert m is not None, line
+    assert 99 <= int(m[1]) + int(m[3]) <= 101  # two rounded shares of the same whole
 
 
 def test_documents_are_searchable_at_once_unless_no_refresh(cli, opensearch, index_prefix, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from types import SimpleNamespace
 
 import opensearchpy
@@ -15,9 +16,12 @@ from shipper.errors import ConnectionFailed, RequestRefused
 from shipper.opensearch import (
     BulkItem,
     BulkShipper,
+    PipelinedShipper,
     ShippingStopped,
+    ShipResult,
     backoff_delay,
     batches,
+    sender_time,
 )
 
 
@@ -166,3 +170,50 @@ def test_serialisation_is_the_same_bytes_with_and_without_orjson(monkeypatch):
     monkeypatch.setattr(opensearch, "orjson", None)
     assert fast == opensearch._dumps(doc)
     assert json.loads(fast) == doc
+
+
+# -- where the sender's time goes (the summary's "sender:" line) ---------------------------
+
+
+def test_ship_batch_counts_its_time_retries_and_back_off_included(tmp_path):
+    """bulk_seconds is the wall time of ship_batch: each request and each back-off wait."""
+    slow = FakeBulk([lambda ids: (time.sleep(0.05), [429] * len(ids))[1], lambda ids: (time.sleep(0.05), [201] * len(ids))[1]])
+    shipper = BulkShipper(slow, settings(), tmp_path / "d", sleep=time.sleep, rand=lambda: 0.0)
+    shipper._bulk.initial_backoff = 0.2  # equal jitter with rand 0: waits 0.1 s
+    result = shipper.ship_batch([item(0), item(1)])
+    assert (2, 2) == (result.acknowledged, result.retried)
+    assert result.bulk_seconds >= 0.05 + 0.1 + 0.05
+    assert 0.0 == result.parser_wait_seconds  # nothing upstream of a bare ship_batch
+
+
+def test_pipelined_sender_counts_waiting_for_the_parser(tmp_path):
+    """The sender thread of PipelinedShipper counts how long it waited for a full batch."""
+
+    class Accepts:  # every item of every request: 201
+        def bulk(self, body: bytes, filter_path: str):
+            return {"errors": False, "items": [{"index": {"status": 201}}] * (body.count(b"\n") // 2)}
+
+    docs = [{"@timestamp": f"2024-03-21T11:39:{n:02d}.000Z", "smtp": {"session_id": str(n)}} for n in range(4)]
+    shipper = BulkShipper(Accepts(), settings(max_docs=3), tmp_path / "d", sleep=lambda s: None)
+    sender = PipelinedShipper(shipper)
+    for doc in docs:
+        time.sleep(0.1)  # a slow parser: the sender has nothing to send meanwhile
+        sender.submit(doc)
+    result = sender.close()
+    assert (4, 2) == (result.acknowledged, result.requests)
+    # the first batch is full after 0.3 s, the second (flushed by close) 0.1 s after that: both
+    # waits count (one alone would be 0.3 or 0.1); minus the first request's few milliseconds
+    assert result.parser_wait_seconds >= 0.35
+    assert result.bulk_seconds > 0
+
+
+def test_ship_results_add_up_their_times():
+    a = ShipResult(acknowledged=1, bulk_seconds=1.5, parser_wait_seconds=0.25)
+    a.add(ShipResult(acknowledged=2, bulk_seconds=2.0, parser_wait_seconds=0.5))
+    assert (3, 3.5, 0.75) == (a.acknowledged, a.bulk_seconds, a.parser_wait_seconds)
+
+
+def test_sender_time_line_gives_shares_and_seconds():
+    line = sender_time(ShipResult(bulk_seconds=24.0, parser_wait_seconds=1.0))
+    assert "sender: 96% of the time in bulk requests (24.0 s), 4% of the time waiting for the parser (1.0 s)" == line
+    assert "sender: no bulk request was sent" == sender_time(ShipResult())
