@@ -281,6 +281,14 @@ def main() -> int:
         for r in rounds
     ]
     print("shipper / ceiling per round: " + ", ".join(f"{r:.0f}%" for r in per_round))
+    cpu = [float(line.split("parser worker: ", 1)[1].split()[0]) for line in worker]
+    if cpu:
+        # The parser's headroom: its documents per CPU second against the rate OpenSearch took
+        # them at from the ceiling loader. Below 100%, even a core of its own would not let the
+        # parser keep up; on 2 cores shared with the node it has less than one.
+        rate = ndocs / min(cpu)
+        print(f"parser worker alone: {rate:,.0f} documents per CPU second = {rate / (ndocs / ceil['wall']) * 100:.0f}% "
+              f"of the ceiling's {ndocs / ceil['wall']:,.0f} documents/s")
     print(f"shipper / ceiling (best runs, *) = {ceil['wall'] / ship['wall'] * 100:.0f}% (target >= 90%)")
     return 0 if shipped == ceiled == ndocs else 1
 
