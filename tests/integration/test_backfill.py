@@ -114,7 +114,8 @@ def test_backfill_twice_same_count_and_gzip(cli, opensearch, index_prefix, tmp_p
 
 
 def assert_sender_line(out: str) -> None:
-    """The summary says where the sender's time went; a real request takes measurable time."""
+    """The summary says where the sender's time went: a share and seconds for bulk requests and
+    for waiting on the parser, the shares adding up to the whole (a run that sent nothing fails)."""
     (line,) = [line for line in out.splitlines() if line.startswith("sender: ")]
     m = re.fullmatch(r"sender: (\d+)% of the time in bulk requests \((\d+\.\d) s\), "
                      r"(\d+)% of the time waiting for the parser \((\d+\.\d) s\)", line)
