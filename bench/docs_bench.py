@@ -42,11 +42,11 @@ if "--shipper" in sys.argv:  # before the imports below: the package to measure
     sys.path.insert(0, sys.argv[sys.argv.index("--shipper") + 1])
 
 from shipper import formats  # noqa: E402 — after the sys.path lines above
-from shipper.conversation import SessionAssembler  # noqa: E402
 from shipper.documents import build_documents  # noqa: E402
-from shipper.inputs import iter_lines  # noqa: E402
-from shipper.model import Defect, Direction, Session  # noqa: E402
+from shipper.inputs import read_chunks  # noqa: E402
+from shipper.model import Direction, Session  # noqa: E402
 from shipper.opensearch import prepare  # noqa: E402
+from shipper.pipeline import ParseOptions, Pipeline  # noqa: E402
 from shipper.reasons import Classifier  # noqa: E402
 
 PREFIX = "smtp-deliveries"
@@ -54,16 +54,9 @@ MAX_DOCS = 1000  # config default of opensearch.bulk.max_docs
 
 
 def load_sessions(path: str, tz: Any) -> list[Session]:
-    fmt = formats.get("xeams")
-    assembler = SessionAssembler(direction=Direction.OUTBOUND, tz=tz)
-    sessions: list[Session] = []
-    with open(path, "rb") as stream:
-        for offset, raw, _note in iter_lines(stream):
-            item = fmt.parse_line(raw, offset, path)
-            if not isinstance(item, Defect):
-                sessions.extend(assembler.feed(item))
-    sessions.extend(assembler.flush_all())
-    return sessions
+    pipeline = Pipeline(formats.get("xeams"), ParseOptions(tz=tz), direction=Direction.OUTBOUND)
+    shipments = [s for chunk in read_chunks(path) for s in pipeline.feed(path, path, chunk)]
+    return [s.session for s in shipments + pipeline.flush_all()]
 
 
 def corpus(kind: str, lines: int, directory: str) -> str:
@@ -94,7 +87,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def worker_tail(docs: list[dict[str, Any]]) -> int:
-    """backfill's ``_produce`` after ``iter_documents``: serialise, batch, pickle the message
+    """backfill's ``_produce`` after ``documents_of_files``: serialise, batch, pickle the message
     (``multiprocessing.Queue`` pickles in the worker)."""
     from shipper import opensearch
 

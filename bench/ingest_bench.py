@@ -41,8 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from shipper.config import load  # noqa: E402 — after the sys.path line above
-from shipper.inputs import ParseOptions, ParseStats, iter_documents, resolve_zone  # noqa: E402
+from shipper.localtime import resolve_zone  # noqa: E402
 from shipper.opensearch import batches, make_client, prepare  # noqa: E402
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files  # noqa: E402
 from shipper.setup import index_steps, names  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -205,7 +206,7 @@ def main() -> int:
     # Serialise the ceiling's documents beforehand (untimed): the same parser, same ids.
     options = ParseOptions(tz=resolve_zone("UTC"), host_name="bench")
     stats = ParseStats()
-    items = [prepare(doc, ceiling_prefix) for doc in iter_documents([str(log_path)], options, stats)]
+    items = [prepare(doc, ceiling_prefix) for doc in documents_of_files([str(log_path)], options, stats)]
     bodies = [b"".join(p for i in batch for p in (i.action, i.source)) for batch in batches(items, bulk.max_docs, bulk.max_bytes)]
     ndocs = len(items)
     body_bytes = sum(len(b) for b in bodies)

@@ -7,7 +7,7 @@ peak RSS is that run's own:
 
 * ``baseline`` — one compiled regex splits each line and payloads are grouped by session id
   (a group is dropped at its termination line); no SMTP logic, same line reader.
-* ``documents`` — the real in-process pipeline ``shipper.inputs.iter_documents`` (format →
+* ``documents`` — the real in-process pipeline ``shipper.pipeline.documents_of_files`` (format →
   SessionAssembler → build_documents, including the reason classifier), at the full size and at
   a quarter of it (peak RSS must not grow with input size);
 * ``json`` — the same plus JSON encoding of every document exactly as ``smtp-shipper parse``
@@ -136,14 +136,12 @@ _BASELINE = re.compile(r"(\S+ \S+) - \[\s*(\S+)\] (.*)")
 
 
 def run_baseline(path: str) -> dict[str, Any]:
-    from shipper.inputs import iter_lines
-
     groups: dict[str, list[str]] = {}
     lines = 0
     finished = 0
     match = _BASELINE.match
     with open(path, "rb") as stream:
-        for _offset, raw, _note in iter_lines(stream):
+        for raw in stream:
             lines += 1
             m = match(raw.decode(errors="replace"))
             if m is None:
@@ -170,20 +168,20 @@ class _FixedReason:
 def run_pipeline(path: str, mode: str) -> dict[str, Any]:
     from zoneinfo import ZoneInfo
 
-    from shipper.inputs import ParseOptions, ParseStats, iter_documents
     from shipper.model import Direction
+    from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
     options = ParseOptions(direction=Direction.OUTBOUND, tz=ZoneInfo("Europe/Berlin"),
                            host_name="bench",
-                           classifier=_FixedReason() if mode == "no-reasons" else None)
+                           classifier=_FixedReason() if mode == "no-reasons" else None)  # type: ignore[arg-type]  # a stand-in
     stats = ParseStats()
     encode = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
     size = 0
     if mode == "json":
-        for doc in iter_documents([path], options, stats):
+        for doc in documents_of_files([path], options, stats):
             size += len(encode(doc))  # what `parse` writes, minus the write itself
     else:
-        for _doc in iter_documents([path], options, stats):
+        for _doc in documents_of_files([path], options, stats):
             pass
     return {"lines": stats.lines, "sessions": stats.sessions,
             "documents": sum(stats.documents.values()), "defects": stats.defects,

@@ -1,8 +1,9 @@
-"""The daemon: follow → parse → assemble → documents → bulk → checkpoint, in one place.
+"""The daemon: follow files → ``shipper.pipeline`` → bulk → checkpoint.
 
-Threads: the main thread polls the files, parses, assembles sessions, builds documents and
-writes checkpoints and status; one sender thread ships (``BulkShipper.ship`` blocks until every
-document is acknowledged or dead-lettered, retrying forever) and hands acknowledged work back.
+Threads: the main thread polls the files and feeds what they give to each input's
+``Pipeline`` (which parses, groups sessions and builds documents), and writes checkpoints and
+status; one sender thread ships (``BulkShipper.ship`` blocks until every document is
+acknowledged or dead-lettered, retrying forever) and hands acknowledged work back.
 
 The delivery guarantee rests on one rule (PRODUCT.md, "Delivery guarantee"): the checkpoint of
 a file is never past the first line of a session that is not yet acknowledged by OpenSearch:
@@ -15,8 +16,9 @@ and lines between ``safe`` and the read position that belong to sessions already
 are skipped when replayed after a restart (see ``shipper.checkpoint``), so that a restart never
 creates a truncated twin of a session that was shipped whole.
 
-Back-pressure: reading pauses while the bytes of lines read but not yet acknowledged exceed
-``pipeline.max_buffered_bytes``. Shutdown (SIGTERM, SIGINT) is one path: stop reading, ship
+Back-pressure: reading pauses while the bytes of finished sessions not yet acknowledged exceed
+``pipeline.max_buffered_bytes``. Open sessions do not count: only reading further can finish
+them, and memory for them is bounded by the log's own concurrency and ``idle_timeout``. Shutdown (SIGTERM, SIGINT) is one path: stop reading, ship
 what is finished, wait for acknowledgements (bounded), write checkpoints, exit 0.
 """
 
@@ -36,11 +38,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shipper import conversation, documents, follow, formats, opensearch
+from shipper import documents, follow, formats, opensearch
 from shipper.checkpoint import Checkpoint, CheckpointStore, write_atomic
 from shipper.errors import ConnectionFailed, ShipperError
-from shipper.model import Defect, Direction, EventKind
+from shipper.lines import Chunk
+from shipper.model import Defect, Direction, Session
 from shipper.opensearch import ShippingStopped
+from shipper.pipeline import ParseOptions, Pipeline, Shipment
 from shipper.reasons import Classifier
 from shipper.systemd import Notifier
 
@@ -69,25 +73,20 @@ class Work:
     dead_lettered: int = 0
 
 
-@dataclasses.dataclass
-class OpenSession:
-    files: dict[follow.TrackedFile, int]
-    nbytes: int = 0
-
-
 class InputState:
-    """One configured input: its follower and its own SessionAssembler (sessions spanning a
-    rotation are joined because all files of an input feed the same assembler)."""
+    """One configured input: its follower and its own pipeline (sessions spanning a rotation
+    are joined because all files of an input feed the same pipeline)."""
 
-    def __init__(self, spec: Any, settings: Any, store: CheckpointStore) -> None:
+    def __init__(self, spec: Any, settings: Any, store: CheckpointStore, classifier: Classifier | None) -> None:
         self.spec = spec
-        self.format = formats.get(spec.format)
-        self.assembler = conversation.SessionAssembler(**_assembler_args(spec, self.format))
-        self.follower = follow.Follower(
-            spec.paths, spec.exclude, start_at=spec.start_at, checkpoint_lookup=self._lookup)
+        fmt = formats.get(spec.format)
+        options = ParseOptions(format=spec.format, tz=spec.zone, host_name=settings.host_name,
+                               classifier=classifier, on_defect=_log_defect)
+        self.pipeline = Pipeline(fmt, options, direction=_direction(spec, fmt))
         self.store = store
-        self.open: dict[str, OpenSession] = {}  # session id → where its lines are
-        self.defects: Counter[follow.TrackedFile] = Counter()
+        self.follower = follow.Follower(
+            spec.paths, spec.exclude, start_at=spec.start_at, checkpoint_lookup=self._lookup,
+            on_restart=self.pipeline.forget)
         self.last_shipped: dict[follow.TrackedFile, float] = {}
 
     def _lookup(self, f: follow.TrackedFile) -> int | None:
@@ -95,24 +94,29 @@ class InputState:
         if cp is None:
             return None
         if cp.replay_until > cp.offset:
-            f.replay = (cp.replay_until, frozenset(cp.replay_sessions))
+            self.pipeline.skip_replayed(f, cp.replay_until, cp.replay_sessions)
         return cp.offset
 
     def describe(self) -> str:
         return ", ".join(self.spec.paths)
 
 
-def _assembler_args(spec: Any, fmt: Any) -> dict[str, Any]:
-    """SessionAssembler keyword arguments from an input's settings."""
-    direction: Direction | None
-    if spec.direction == "auto":
-        # As `parse`/`backfill` do: what the file name says (SMTPOutboundConversation* →
-        # outbound), else None and the assembler decides per session from its content.
-        names = {fmt.direction_from_name(p) for p in spec.paths}
-        direction = names.pop() if len(names) == 1 else None
-    else:
-        direction = Direction(spec.direction)
-    return {"direction": direction, "tz": spec.zone}
+def _direction(spec: Any, fmt: formats.Format) -> Direction | None:
+    """The direction of an input's pipeline: as configured, or for ``auto`` what the file
+    names say (as ``parse``/``backfill`` do), else None: per session from its content."""
+    if spec.direction != "auto":
+        return Direction(spec.direction)
+    names = {fmt.direction_from_name(p) for p in spec.paths}
+    return names.pop() if len(names) == 1 else None
+
+
+def _log_defect(defect: Defect) -> None:
+    log.debug("defect: %s", defect)
+
+
+def _session_bytes(session: Session) -> int:
+    """About the bytes a session's lines took in the log (its transcript and line ends)."""
+    return sum(map(len, session.lines)) + len(session.lines)
 
 
 class LastError(logging.Handler):
@@ -194,7 +198,7 @@ class Sender(threading.Thread):
                     self.failure = exc if isinstance(exc, ShipperError) else ConnectionFailed(str(exc))
                     self.abort.set()
                     raise ShippingStopped("gave up") from None
-                delay = min(60.0, 1.0 * 2 ** min(attempt, 6))
+                delay = opensearch.backoff_delay(attempt, 1.0, 60.0)
                 log.error("shipping %d documents failed: %s; retrying in %.0fs", len(docs),
                           self.last_error, delay)
                 attempt += 1
@@ -241,7 +245,6 @@ class Daemon:
         self.done: queue.Queue[Work] = queue.Queue()
         self.inflight: deque[Work] = deque()
         self.inflight_bytes = 0
-        self.open_bytes = 0
         self.max_buffered_seen = 0
         self.counters: Counter[str] = Counter()  # documents per verdict, plus others
         self.shipped_times: deque[tuple[float, int]] = deque()  # (monotonic, docs) last minute
@@ -264,7 +267,8 @@ class Daemon:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.store.load()
         self._classifier = Classifier.from_files(tuple(self.settings.reasons.rules_files))
-        self.inputs = [InputState(spec, self.settings, self.store) for spec in self.settings.inputs]
+        self.inputs = [InputState(spec, self.settings, self.store, self._classifier)
+                       for spec in self.settings.inputs]
         if not self.inputs:
             log.warning("no inputs configured: nothing to follow (see 'inputs:' in the configuration)")
         if self.client is None:
@@ -342,14 +346,14 @@ class Daemon:
             if self._paused():
                 break
             inp.follower.poll()
-            room = self.settings.pipeline.max_buffered_bytes - self.inflight_bytes - self.open_bytes
-            lines = inp.follower.read(min(READ_BUDGET, room))
-            if lines:
-                total += self._process(inp, lines)
+            room = self.settings.pipeline.max_buffered_bytes - self.inflight_bytes
+            chunks = inp.follower.read(min(READ_BUDGET, room))
+            if chunks:
+                total += self._process(inp, chunks)
         return total
 
     def _paused(self) -> bool:
-        buffered = self.inflight_bytes + self.open_bytes
+        buffered = self.inflight_bytes
         self.max_buffered_seen = max(self.max_buffered_seen, buffered)
         paused = bool(buffered >= self.settings.pipeline.max_buffered_bytes)
         if paused != self._paused_logged:
@@ -365,83 +369,29 @@ class Daemon:
         self._paused_logged = paused
         return paused
 
-    def _process(self, inp: InputState, lines: list[follow.Line]) -> int:
-        parse = inp.format.parse_line
-        feed = inp.assembler.feed
-        finished: list[Any] = []
+    def _process(self, inp: InputState, chunks: list[tuple[follow.TrackedFile, Chunk]]) -> int:
         nbytes = 0
-        for line in lines:
-            nbytes += len(line.raw)
-            raw = line.raw[:-1] if line.raw.endswith(b"\n") else line.raw
-            if not raw.strip():
-                continue  # blank lines are no defect (as in shipper.inputs.iter_lines)
-            if line.cut:
-                inp.defects[line.file] += 1
-                self.counters["defects"] += 1
-                log.debug("%s:%d: line longer than %d bytes (cut)", line.file.label, line.offset, len(raw))
-            ev = parse(raw, line.offset, line.file.label)
-            replay = line.file.replay
-            if replay is not None:
-                if line.offset >= replay[0]:
-                    line.file.replay = None
-                elif isinstance(ev, Defect) or ev.session_id not in replay[1]:
-                    continue  # already shipped before the restart
-            if isinstance(ev, Defect):
-                inp.defects[line.file] += 1
-                self.counters["defects"] += 1
-                log.debug("defect: %s", ev)
-                continue
-            if ev.defect:
-                inp.defects[line.file] += 1
-                self.counters["defects"] += 1
-            done = feed(ev)
-            for s in done:
-                finished.append(self._finish(inp, s))
-            self._track(inp, ev, line, done)
-        self._emit(inp, finished)
+        shipments: list[Shipment] = []
+        defects = inp.pipeline.stats.defects
+        for f, chunk in chunks:
+            nbytes += len(chunk.data)
+            shipments += inp.pipeline.feed(f, f.label, chunk)
+        self.counters["defects"] += inp.pipeline.stats.defects - defects
+        self._emit(shipments)
         return nbytes
 
-    def _track(self, inp: InputState, ev: Any, line: follow.Line, done: list[Any]) -> None:
-        sid = ev.session_id
-        if ev.kind is not EventKind.CONNECT and any(s.session_id == sid for s in done):
-            return  # this line ended its session (e.g. the termination line)
-        o = inp.open.get(sid)
-        if o is None:
-            o = inp.open[sid] = OpenSession({})
-        o.files.setdefault(line.file, line.offset)
-        o.nbytes += len(line.raw)
-        self.open_bytes += len(line.raw)
-
-    def _finish(self, inp: InputState, session: Any) -> tuple[Any, list[tuple[follow.TrackedFile, int, str]], int]:
-        """A session left the assembler: move its bookkeeping from open to in flight."""
-        o = inp.open.pop(session.session_id, None)
-        positions: list[tuple[follow.TrackedFile, int, str]] = []
-        nbytes = 0
-        if o is not None:
-            positions = [(f, off, session.session_id) for f, off in o.files.items()]
-            nbytes = o.nbytes
-            self.open_bytes -= o.nbytes
-        # Also what the session itself says (by label), for files we track under that label.
-        for f in inp.follower.files:
-            off = session.files.get(f.label)
-            if off is not None and not any(p[0] is f for p in positions) and len(
-                    [g for g in inp.follower.files if g.label == f.label]) == 1:
-                positions.append((f, off, session.session_id))
-        return session, positions, nbytes
-
-    def _emit(self, inp: InputState, finished: list[tuple[Any, list[Any], int]]) -> None:
-        if not finished:
+    def _emit(self, shipments: list[Shipment]) -> None:
+        if not shipments:
             return
         docs: list[dict[str, Any]] = []
         positions: list[tuple[follow.TrackedFile, int, str]] = []
         nbytes = 0
-        for session, pos, n in finished:
-            docs.extend(documents.build_documents(
-                session, host_name=self.settings.host_name, dataset=inp.format.dataset,
-                classifier=self._classifier))
-            positions.extend(pos)
-            nbytes += n
-        self.counters["sessions"] += len(finished)
+        for session, session_docs in shipments:
+            docs += session_docs
+            positions += [(f, off, session.session_id) for f, off in session.files.items()
+                          if isinstance(f, follow.TrackedFile)]
+            nbytes += _session_bytes(session)
+        self.counters["sessions"] += len(shipments)
         w = Work(docs, positions, nbytes, time.monotonic())
         self.inflight.append(w)
         self.inflight_bytes += nbytes
@@ -451,19 +401,17 @@ class Daemon:
     def _flush_idle(self) -> None:
         idle = float(self.settings.idle_timeout)
         for inp in self.inputs:
-            done = list(inp.assembler.flush_idle(time.monotonic(), idle))
+            done = inp.pipeline.flush_idle(time.monotonic(), idle)
             if done:
                 log.debug("%d idle sessions emitted as incomplete", len(done))
-                self._emit(inp, [self._finish(inp, s) for s in done])
+                self._emit(done)
 
     def _flush_all(self) -> None:
         for inp in self.inputs:
-            done = inp.assembler.flush_all()
-            if done:
-                self._emit(inp, [self._finish(inp, s) for s in done])
+            self._emit(inp.pipeline.flush_all())
 
     def _at_eof(self) -> bool:
-        return all(f.offset + len(f.pending) >= f.size for i in self.inputs for f in i.follower.files)
+        return all(f.offset + f.pending >= f.size for i in self.inputs for f in i.follower.files)
 
     def _wait_for_acks(self, timeout: float) -> None:
         try:
@@ -503,21 +451,13 @@ class Daemon:
 
     # -- checkpoints, release, status --------------------------------------------------------
     def _safe_positions(self) -> dict[follow.TrackedFile, tuple[int, set[str]]]:
+        """Per file: where a checkpoint may be, and the sessions to read again from there."""
         safe: dict[follow.TrackedFile, tuple[int, set[str]]] = {}
         for inp in self.inputs:
-            shared = Counter(f.label for f in inp.follower.files)
-            open_pos = dict(inp.assembler.open_positions())
+            open_positions = inp.pipeline.open_positions()
             for f in inp.follower.files:
-                pos = f.offset
-                if shared[f.label] == 1 and f.label in open_pos:
-                    pos = min(pos, open_pos[f.label])
-                safe[f] = (pos, set())
-            for sid, o in inp.open.items():
-                for f, off in o.files.items():
-                    if f in safe:
-                        p, keep = safe[f]
-                        keep.add(sid)
-                        safe[f] = (min(p, off), keep)
+                held = open_positions.get(f)
+                safe[f] = (min(f.offset, held[0]), set(held[1])) if held else (f.offset, set())
         for w in self.inflight:
             for f, off, sid in w.positions:
                 if f in safe:
@@ -566,7 +506,7 @@ class Daemon:
 
             for f in inp.follower.release(releasable):
                 log.info("%s (%s): finished and released", f.label, f.key.as_str())
-                inp.defects.pop(f, None)
+                inp.pipeline.defects_by_source.pop(f, None)
                 inp.last_shipped.pop(f, None)
 
     def _housekeeping(self, force: bool = False) -> None:
@@ -598,9 +538,7 @@ class Daemon:
         safe = self._safe_positions()
         files = []
         for inp in self.inputs:
-            open_count: Counter[follow.TrackedFile] = Counter()
-            for o in inp.open.values():
-                open_count.update(o.files.keys())
+            open_positions = inp.pipeline.open_positions()
             for f in inp.follower.files:
                 last = inp.last_shipped.get(f)
                 files.append({
@@ -613,8 +551,8 @@ class Daemon:
                     "lag_bytes": max(0, f.size - safe.get(f, (f.offset, set()))[0]),
                     "unread_bytes": max(0, f.size - f.offset),
                     "last_shipped": _iso(last) if last else None,
-                    "sessions_open": open_count[f],
-                    "defects": inp.defects[f],
+                    "sessions_open": len(open_positions.get(f, (0, ()))[1]),
+                    "defects": inp.pipeline.defects_by_source[f],
                     "state": "deleted" if f.deleted else ("rotated" if f.path is None else "following"),
                 })
         sender = self.sender
@@ -626,7 +564,7 @@ class Daemon:
             "counters": dict(self.counters),
             "docs_per_min": sum(n for _, n in self.shipped_times),
             "lag_seconds": round(self.last_lag, 3),
-            "buffered_bytes": self.inflight_bytes + self.open_bytes,
+            "buffered_bytes": self.inflight_bytes,
             "max_buffered_bytes_seen": self.max_buffered_seen,
             "max_buffered_bytes": self.settings.pipeline.max_buffered_bytes,
             "paused": self._paused_logged,
@@ -658,12 +596,10 @@ class Daemon:
             return
         old_specs = {i.spec: i for i in self.inputs}
         kept = [old_specs[s] for s in new.inputs if s in old_specs]
-        added = [InputState(s, new, self.store) for s in new.inputs if s not in old_specs]
+        added = [InputState(s, new, self.store, self._classifier) for s in new.inputs if s not in old_specs]
         removed = [i for s, i in old_specs.items() if s not in new.inputs]
         for inp in removed:
             log.info("input %s removed; its files are no longer followed", inp.describe())
-            for o in inp.open.values():
-                self.open_bytes -= o.nbytes
             inp.follower.close()
         for inp in added:
             log.info("input %s added", inp.describe())

@@ -10,8 +10,8 @@ not enough: inodes are reused as soon as a file is deleted (a classic cause of s
 log shippers), and a fingerprint alone is not enough either: two files can begin with the same
 bytes (the same first line).
 
-Nothing here parses: a line is ``bytes`` including its line ending, with the byte offset of its
-first byte in the file.
+Nothing here parses: what a file gives is ``Chunk``s of whole lines from its own
+``shipper.lines.LineSplitter`` (the one every reader uses), with their byte offsets.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+
+from shipper.lines import MAX_LINE, Chunk, LineSplitter
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,6 @@ READ_CHUNK = 256 * 1024
 # finished: its last line is consumed even without a newline (a writer that still held the old
 # file open had time to finish it).
 FINISH_AFTER_SECONDS = 2.0
-# Longer lines are cut here and the rest skipped, never held in memory (as shipper.inputs does).
-MAX_LINE = 64 * 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,22 +58,13 @@ def fingerprint_of(fd: int, size: int) -> tuple[str, int]:
     return hashlib.sha256(data).hexdigest(), len(data)
 
 
-@dataclasses.dataclass
-class Line:
-    """A complete line (``raw`` includes its line ending, if any) read from ``file``."""
-
-    file: TrackedFile
-    raw: bytes
-    offset: int
-    cut: bool = False  # longer than max_line: these are its first max_line bytes, the rest is dropped
-
-
 class TrackedFile:
     """One open file being followed. ``label`` is the path it was opened under: documents and
     the session assembler see it; ``path`` is where it currently is (None when deleted or
     renamed out of the globs)."""
 
-    def __init__(self, path: str, fd: int, st: os.stat_result, offset: int, seq: int) -> None:
+    def __init__(self, path: str, fd: int, st: os.stat_result, offset: int, seq: int,
+                 max_line: int = MAX_LINE) -> None:
         self.label = path
         self.path: str | None = path
         self.fd = fd
@@ -83,25 +74,30 @@ class TrackedFile:
         self.mtime = st.st_mtime
         self.seq = seq  # discovery order; ties broken by it
         self.fingerprint, self.fp_len = fingerprint_of(fd, st.st_size)
-        self.offset = offset  # byte offset after the last complete line handed out
-        self.pending = b""  # bytes after ``offset`` read but not yet a complete line
-        self.skipping = False  # inside the dropped rest of an over-long line
+        self.max_line = max_line
+        self.lines = LineSplitter(max_line, offset)
         self.last_growth = time.monotonic()
         self.gone_since: float | None = None  # monotonic time it left the globs/was deleted
         self.deleted = False
         self.finished = False  # rotated away and drained: nothing more will come
         self.truncations = 0
-        # Set by the daemon from the checkpoint: (replay_until, session ids to re-feed); lines
-        # before replay_until of other sessions were shipped before a restart.
-        self.replay: tuple[int, frozenset[str]] | None = None
 
     @property
     def key(self) -> FileKey:
         return FileKey(self.dev, self.ino, self.fingerprint)
 
     @property
-    def read_position(self) -> int:
-        return self.offset
+    def offset(self) -> int:
+        """Byte offset after the last line handed out."""
+        return self.lines.offset
+
+    @property
+    def pending(self) -> int:
+        """Bytes read after ``offset`` that are not a whole line yet."""
+        return self.lines.pending
+
+    def start_at(self, offset: int) -> None:
+        self.lines = LineSplitter(self.max_line, offset)
 
     def matches(self, fingerprint: str, fp_len: int) -> bool:
         """Do the first ``fp_len`` bytes of this file still hash to ``fingerprint``?"""
@@ -154,6 +150,7 @@ class Follower:
         *,
         start_at: str = "beginning",
         checkpoint_lookup: CheckpointLookup | None = None,
+        on_restart: Callable[[TrackedFile], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_line: int = MAX_LINE,
     ) -> None:
@@ -162,11 +159,11 @@ class Follower:
         self.exclude = list(exclude)
         self.start_at = start_at
         self.checkpoint_lookup = checkpoint_lookup or (lambda f: None)
+        self.on_restart = on_restart or (lambda f: None)  # a file is read again from its start
         self.clock = clock
         self.files: list[TrackedFile] = []
         self._seq = 0
         self._first_poll = True
-        self.warnings: list[str] = []  # recent notable events, for status
 
     # -- discovery ---------------------------------------------------------------------------
     def poll(self) -> None:
@@ -225,7 +222,7 @@ class Follower:
             return None
         st = os.fstat(fd)
         self._seq += 1
-        f = TrackedFile(path, fd, st, 0, self._seq)
+        f = TrackedFile(path, fd, st, 0, self._seq, self.max_line)
         start = self.checkpoint_lookup(f)
         if start is not None:
             if start > st.st_size:
@@ -239,7 +236,7 @@ class Follower:
         else:
             start = 0
             how = "from the start"
-        f.offset = start
+        f.start_at(start)
         f.size = st.st_size
         log.info("following %s (%s) %s", path, f.key.as_str(), how)
         self.files.append(f)
@@ -247,19 +244,17 @@ class Follower:
 
     def _restart(self, f: TrackedFile, st: os.stat_result) -> None:
         f.truncations += 1
-        f.replay = None  # positions in the old content mean nothing in the new one
-        f.offset = 0
-        f.pending = b""
+        f.start_at(0)
+        self.on_restart(f)
         f.size = st.st_size
         f.fingerprint, f.fp_len = fingerprint_of(f.fd, st.st_size)
-        self.warnings.append(f"{f.label}: truncated, reading again from the start")
 
     def _update_size(self, f: TrackedFile, st: os.stat_result) -> None:
         size = st.st_size
-        if size < f.offset + len(f.pending):
+        if size < f.lines.position:
             log.warning("%s: file shrank from %d to %d bytes (truncated, copytruncate?); "
                         "reading it again from the start", f.path or f.label,
-                        f.offset + len(f.pending), size)
+                        f.lines.position, size)
             self._restart(f, st)
         elif not f.matches(f.fingerprint, f.fp_len):
             # Same inode, but its first bytes changed: truncated and rewritten past our
@@ -280,72 +275,43 @@ class Follower:
         return sorted(self.files, key=lambda f: (f.path is not None, f.mtime if f.path is None else 0,
                                                  f.seq))
 
-    def read(self, budget: int) -> list[Line]:
-        """Complete lines available now, at most about ``budget`` bytes, oldest file first."""
-        out: list[Line] = []
+    def read(self, budget: int) -> list[tuple[TrackedFile, Chunk]]:
+        """Chunks of whole lines available now, about ``budget`` bytes at most, oldest file
+        first."""
+        out: list[tuple[TrackedFile, Chunk]] = []
         for f in self.ordered():
             if budget <= 0:
                 break
             if f.fd < 0:
                 continue
-            got = self._read_file(f, budget)
-            budget -= sum(len(x.raw) for x in got)
-            out.extend(got)
+            chunks = self._read_file(f, budget)
+            budget -= sum(len(c.data) for c in chunks)
+            out.extend((f, c) for c in chunks)
         return out
 
-    def _read_file(self, f: TrackedFile, budget: int) -> list[Line]:
-        lines: list[Line] = []
-        pos = f.offset + len(f.pending)
+    def _read_file(self, f: TrackedFile, budget: int) -> list[Chunk]:
+        chunks: list[Chunk] = []
         while budget > 0:
-            chunk = os.pread(f.fd, min(READ_CHUNK, max(budget, 4096)), pos)
-            if not chunk:
+            data = os.pread(f.fd, min(READ_CHUNK, max(budget, 4096)), f.lines.position)
+            if not data:
                 break
-            pos += len(chunk)
-            f.last_growth = self.clock() if pos > f.size else f.last_growth
-            f.size = max(f.size, pos)
-            data = f.pending + chunk
-            start = 0
-            if f.skipping:
-                nl = data.find(b"\n")
-                if nl < 0:
-                    f.offset += len(data)
-                    f.pending = b""
-                    continue
-                f.offset += nl + 1
-                start = nl + 1
-                f.skipping = False
-            while True:
-                nl = data.find(b"\n", start)
-                if nl < 0:
-                    break
-                raw = data[start:nl + 1]
-                if len(raw) > self.max_line:
-                    lines.append(Line(f, raw[:self.max_line], f.offset, cut=True))
-                else:
-                    lines.append(Line(f, raw, f.offset))
-                f.offset += len(raw)
-                budget -= len(raw)
-                start = nl + 1
-            f.pending = data[start:]
-            if len(f.pending) > self.max_line:
-                lines.append(Line(f, f.pending[:self.max_line], f.offset, cut=True))
-                f.offset += len(f.pending)
-                budget -= self.max_line
-                f.pending = b""
-                f.skipping = True
+            if f.lines.position + len(data) > f.size:
+                f.last_growth = self.clock()
+                f.size = f.lines.position + len(data)
+            got = f.lines.feed(data)
+            budget -= len(data)
+            chunks.extend(got)
         self._maybe_finish(f)
-        if f.finished and f.pending and budget > 0:
+        if f.finished and f.pending:
             # The file was rotated away and stopped growing: its cut last line is final.
-            lines.append(Line(f, f.pending, f.offset))
-            f.offset += len(f.pending)
-            f.pending = b""
-        return lines
+            chunks.extend(f.lines.end())
+        return chunks
 
     def _maybe_finish(self, f: TrackedFile) -> None:
         if f.gone_since is None or f.finished:
             return
         now = self.clock()
-        if (f.offset + len(f.pending) >= f.size and now - f.last_growth >= FINISH_AFTER_SECONDS
+        if (f.lines.position >= f.size and now - f.last_growth >= FINISH_AFTER_SECONDS
                 and now - f.gone_since >= FINISH_AFTER_SECONDS):
             f.finished = True
 
@@ -369,14 +335,3 @@ def _is_regular(st: os.stat_result) -> bool:
     import stat as _stat
 
     return _stat.S_ISREG(st.st_mode)
-
-
-def total_lag(files: Iterable[TrackedFile]) -> int:
-    return sum(max(0, f.size - f.offset) for f in files)
-
-
-def by_label(files: Iterable[TrackedFile]) -> Mapping[str, list[TrackedFile]]:
-    out: dict[str, list[TrackedFile]] = {}
-    for f in files:
-        out.setdefault(f.label, []).append(f)
-    return out

@@ -1,20 +1,19 @@
 """The typed vocabulary of the parsing pipeline: events, defects, replies, sessions.
 
-``lines → Event | Defect`` (a format module) ``→ Session`` (``shipper.conversation``)
-``→ documents`` (``shipper.documents``). Everything here is immutable.
+``bytes → Record | Defect`` (a format, ``shipper.formats``) ``→ Session`` (``shipper.sessions``
+groups records, ``shipper.smtp`` follows the dialogue) ``→ documents`` (``shipper.documents``).
+Everything here is immutable.
 
-``Event`` and the per-session types are ``NamedTuple``s rather than frozen dataclasses on
-purpose: a frozen dataclass costs ~0.1 µs per field to construct (``object.__setattr__``
-each), a named tuple one tuple build; a session with its transactions, recipients, outcomes
-and replies is a dozen of them, a measurable share of the per-session budget (see
-``bench/parse_bench.py``). ``Defect`` (rare) and ``Transaction`` (whose field ``index`` would
+``Record`` and the per-session types are ``NamedTuple``s rather than frozen dataclasses: a
+frozen dataclass costs a setattr per field to construct, a named tuple one tuple build, and a
+session is a dozen of them. ``Defect`` (rare) and ``Transaction`` (whose field ``index`` would
 shadow ``tuple.index``) stay frozen dataclasses.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -62,30 +61,61 @@ class Stage(enum.Enum):
     DOT = "dot"  # the end-of-data reply (or the reply to ``BDAT n LAST``)
 
 
-class EventKind(enum.Enum):
-    CONNECT = "connect"  # "************ New (secure) connection to: IP"
-    COMMAND = "command"  # anything on a protocol line that is not a reply line
-    REPLY = "reply"  # ^\d{3}([ -]|$)
-    TERMINATE = "terminate"  # "~~~~~~~~~~~~ Connection Terminated ( N)"
-    OTHER = "other"  # a well-formed log line that is none of the above (kept in the transcript)
+class Side(enum.Enum):
+    """Who wrote a line of the dialogue, as the log says (Xeams: its direction tag): the mail
+    server whose log it is, or the peer it talked to. Which of them sends commands depends on
+    the session's direction; what a line *is* (a reply or a command) depends on who wrote it
+    first and on its content second (PRODUCT.md, "Input")."""
+
+    LOCAL = "local"  # written by the logging server (Xeams: "S <--")
+    PEER = "peer"  # read from the peer (Xeams: "C -->")
 
 
-class Event(NamedTuple):
-    """One parsed log line. ``text`` is the whole line decoded (UTF-8, invalid bytes replaced,
-    line terminator removed); ``payload`` is its protocol part (after the direction tag)."""
+class Kind(enum.Enum):
+    """What a log line is to the session it belongs to."""
 
-    timestamp: str  # local time exactly as logged: "YYYY-MM-DD HH:MM:SS,mmm"
+    CONNECT = "connect"  # the connection opened (Xeams: "************ New connection to: IP")
+    PROTOCOL = "protocol"  # a line of the SMTP dialogue: a command or a reply
+    END = "end"  # the connection ended (Xeams: "~~~~~~~~~~~~ Connection Terminated ( N)")
+    NOTE = "note"  # any other well-formed line of the session: kept in the transcript only
+
+
+class Connect(NamedTuple):
+    """What a connection line says."""
+
+    peer: str | None  # the peer as logged (an address, a name, both)
+    secure: bool  # the connection was already secured (implicit TLS)
+    outbound: bool | None  # we connected out (True), the peer connected to us (False), unknown
+
+
+class Record(NamedTuple):
+    """One log line, as a format reads it. A named tuple rather than a frozen dataclass: one
+    is made per line, and a named tuple is one tuple build (a frozen dataclass pays a setattr
+    per field)."""
+
+    kind: Kind
     session_id: str
-    kind: EventKind
-    payload: str
-    text: str
-    raw: bytes
-    offset: int  # byte offset of the line's first byte in its file (decompressed stream for .gz)
-    path: str
-    peer: str | None = None  # CONNECT only: the peer as logged
-    secure: bool = False  # CONNECT only: "(secure)"
-    connected_out: bool | None = None  # CONNECT only: "to:" → True, "from:" → False
-    defect: str | None = None  # the line was usable but not clean (e.g. invalid UTF-8)
+    timestamp: str  # local time exactly as logged: "YYYY-MM-DD HH:MM:SS,mmm"
+    side: Side | None  # PROTOCOL: who wrote it; None when the log does not say
+    payload: str  # the protocol part (after the direction tag), or the note
+    text: str  # the whole line, decoded (invalid UTF-8 replaced), without its terminator
+    offset: int  # byte offset of the line's first byte in its file (decompressed, for .gz)
+    connect: Connect | None = None  # CONNECT only
+    fold: int = 0  # PEP 495: 1 in the second pass of a repeated local hour (set by the grouping)
+
+
+class Collected(NamedTuple):
+    """One session's records, in order, with where they were read: what ``shipper.sessions``
+    groups and ``shipper.smtp`` follows."""
+
+    session_id: str
+    direction: Direction
+    path: str  # the file of its first line, as documents name it
+    offset: int  # of its first line in that file
+    files: dict[Hashable, int]  # every source holding a line of it → offset of its first line there
+    records: list[Record]
+    connect: Connect | None  # what its (last) connection line said
+    incomplete: bool  # no termination line
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,16 +176,17 @@ class Session(NamedTuple):
     """One SMTP connection as assembled from the log.
 
     Positions, for the daemon's checkpoints: ``path``/``offset`` is where the session's first
-    line was read; ``files`` maps every file holding a line of this session to the byte offset
-    of its first line *in that file* (a session may span a rotation, so two files). A file
-    position is safe to checkpoint once it is past ``files[path]`` of every unfinished session.
+    line was read; ``files`` maps every source (a file: its path, or the daemon's followed-file
+    object) holding a line of this session to the byte offset of its first line *in that
+    source* (a session may span a rotation, so two files). A file position is safe to
+    checkpoint once it is past ``files[source]`` of every unfinished session.
     """
 
     session_id: str
     direction: Direction
     path: str
     offset: int
-    files: Mapping[str, int]
+    files: Mapping[Hashable, int]
     start: datetime
     end: datetime
     incomplete: bool  # no termination line (log cut, idle flush, end of input)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from shipper.inputs import ParseOptions, ParseStats, iter_documents, resolve_zone
+from shipper.localtime import resolve_zone
 from shipper.model import Direction
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -47,7 +48,7 @@ def _run(name: str) -> tuple[list[dict], list[str]]:
         host_name="golden-host",
     )
     stats = ParseStats()
-    docs = list(iter_documents(_inputs(name), options, stats))
+    docs = list(documents_of_files(_inputs(name), options, stats))
     return docs, [str(d) for d in stats.kept_defects]
 
 

@@ -29,14 +29,8 @@ from shipper.errors import (
     ShipperError,
     StrictParseError,
 )
-from shipper.inputs import (
-    STDIN,
-    ParseOptions,
-    ParseStats,
-    expand_paths,
-    iter_documents,
-    resolve_zone,
-)
+from shipper.inputs import STDIN, expand_paths
+from shipper.localtime import resolve_zone
 from shipper.model import Direction
 from shipper.opensearch import (
     BatchBuilder,
@@ -49,6 +43,7 @@ from shipper.opensearch import (
     sender_time,
     translate_errors,
 )
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 from shipper.progress import Progress, format_duration
 from shipper.reasons import Classifier
 from shipper.setup import names, template_installed
@@ -167,7 +162,7 @@ def _ship_in_process(
     position = _Position(sizes)
     sender = PipelinedShipper(shipper)
     try:
-        for doc in iter_documents(files, options, stats):
+        for doc in documents_of_files(files, options, stats):
             sender.submit(doc)
             if progress is not None:
                 progress.update(position.see(doc), stats.sessions, sum(stats.documents.values()))
@@ -198,7 +193,7 @@ def _produce(out: Any, files: list[str], options: ParseOptions, sizes: dict[str,
     see = position.see
     pos = 0
     try:
-        for doc in iter_documents(files, options, stats):
+        for doc in documents_of_files(files, options, stats):
             pos = see(doc)
             full = add(doc)
             if full is not None:

@@ -13,8 +13,9 @@ import sys
 
 from shipper import formats
 from shipper.errors import ConfigError, ExitStatus, ShipperError
-from shipper.inputs import ParseOptions, ParseStats, iter_documents, resolve_zone
+from shipper.localtime import resolve_zone
 from shipper.model import Defect, Direction
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     dumps = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode
     try:
-        for doc in iter_documents(args.files, options, stats):
+        for doc in documents_of_files(args.files, options, stats):
             out.write(dumps(doc))
             out.write("\n")
         out.flush()

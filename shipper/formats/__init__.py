@@ -1,14 +1,19 @@
-"""Log formats: each turns one raw log line into a transcript ``Event`` (or a ``Defect``).
+"""Log formats: each turns log lines into ``Record``s (or ``Defect``s). The only layout-aware code.
 
 A format is an object with:
 
 * ``name`` and ``dataset`` (the ``event.dataset`` of its documents, e.g. ``xeams.smtp``);
-* ``parse_line(raw: bytes, offset: int, path: str) -> Event | Defect`` — pure; ``raw`` is one
-  line without its terminator (a trailing ``\\r`` is tolerated);
+* ``parse_block(data, offset, path) -> (records, defects)`` — pure; ``data`` is a block of whole
+  lines as ``shipper.lines`` hands them out (each ends in ``"\\n"``, none is longer than the
+  splitter's limit), ``offset`` its position in the file. Blank lines (``lines.is_blank``) give
+  nothing; a line the format cannot read gives a ``Defect``; a line it can read but that is not
+  clean (invalid UTF-8) gives its record *and* a defect;
 * ``direction_from_name(path) -> Direction | None`` — what the file name says, if anything.
 
-Only this package knows log layouts; sessions, verdicts and documents are shared. A new
-format is one new module here plus one line in ``_FORMATS``.
+Records say what a line is to its session (connection, dialogue, end, note) and, for the
+dialogue, who wrote it (``Side``); they never say whether a line is a reply: that follows from
+who wrote it and the session's direction (``shipper.smtp``). Sessions, verdicts, documents and
+shipping are shared; a new format is one new module here plus one line in ``_FORMATS``.
 """
 
 from __future__ import annotations
@@ -17,9 +22,9 @@ import importlib
 import re
 from typing import Protocol
 
-from shipper.model import Defect, Direction, Event
+from shipper.model import Defect, Direction, Record
 
-# name → module; each module exposes ``FORMAT`` (a ready format object).
+# name → module; each module has ``make_format()`` returning a ready format object.
 _FORMATS: dict[str, str] = {
     "xeams": "shipper.formats.xeams",
 }
@@ -29,7 +34,7 @@ class Format(Protocol):
     name: str
     dataset: str
 
-    def parse_line(self, raw: bytes, offset: int, path: str) -> Event | Defect: ...
+    def parse_block(self, data: bytes, offset: int, path: str) -> tuple[list[Record], list[Defect]]: ...
 
     def direction_from_name(self, path: str) -> Direction | None: ...
 

@@ -1,4 +1,4 @@
-"""Xeams SMTP conversation logs: one raw line → one ``Event`` (or a ``Defect``). Pure.
+"""Xeams SMTP conversation logs: lines → ``Record``s (or ``Defect``s). Pure.
 
 Layout (PRODUCT.md, "Input"; the seed transcript in ``samples/xeams/``)::
 
@@ -7,9 +7,15 @@ Layout (PRODUCT.md, "Input"; the seed transcript in ``samples/xeams/``)::
     2024-03-21 11:39:49,170 - [   7054286] C --> 250-mx.google.com at your service, [162.255.85.54]
     2024-03-21 11:39:49,898 - [   7054286] ~~~~~~~~~~~~ Connection Terminated ( 842)
 
-The direction letters are not trusted (Xeams' documentation and its own sample disagree on what
-``C`` and ``S`` mean): a payload matching ``^\\d{3}([ -]|$)`` is a reply line, anything else on a
-tagged line is a command.
+The direction tag says who wrote a line: ``S <--`` the mail server whose log it is, ``C -->``
+what it read from its peer (PRODUCT.md explains this reading of tags that Xeams' pages
+contest). Which of them is a reply is not decided here: that depends on the session's direction
+(``shipper.smtp``). An untagged line is part of the dialogue when it starts with an SMTP verb or
+a reply code, a connection or termination line by its markers, and a note otherwise.
+
+Whole blocks of lines are split by one regex (``_SCAN_LF``/``_SCAN_CRLF``); a line in the usual
+layout whose date and time ``_LINE`` has already accepted once becomes a record at once, any
+other line goes through ``_LINE``, which decides.
 """
 
 from __future__ import annotations
@@ -18,48 +24,26 @@ import functools
 import re
 from datetime import date
 
+from shipper.cache import Bounded
 from shipper.formats import excerpt
-from shipper.model import Defect, Direction, Event, EventKind
-
-_REPLY = EventKind.REPLY
-_COMMAND = EventKind.COMMAND
+from shipper.lines import is_blank
+from shipper.model import Connect, Defect, Direction, Kind, Record, Side
 
 DATASET = "xeams.smtp"
 
-# One pass classifies the line: groups ts, session id, direction tag, reply code.
+# One line, any variant: groups timestamp, session id, direction tag.
 # Month/day/hour/minute/second ranges are checked here; impossible dates (Feb 30) in _valid_date.
 _LINE = re.compile(
     r"(\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01]) (?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d,\d{3})"
     r" - \[\s*([^\]\s]+)\s*\] ?"
-    r"((?:[SC] (?:<--|-->) ?)?)"
-    r"(\d{3}(?:[ -]|$))?"
+    r"(?:([SC] (?:<--|-->)) ?)?"
 )
-_CONNECT = re.compile(r"\*+\s*New\s+(\(secure\)\s+)?connection\s+(to|from)\s*:?\s*(.*?)\s*$", re.IGNORECASE)
-_TERMINATE = re.compile(r"~+\s*Connection\s+Terminated\b", re.IGNORECASE)
-# What Xeams writes (see _is_terminated).
-_TERMINATED = "~~~~~~~~~~~~ Connection Terminated"
-_TERMINATED_LEN = len(_TERMINATED)
-_SESSION_ID = re.compile(r"\[\s*(\d+)\s*\]")
-# Untagged lines are commands only when they start with an SMTP verb (RFC 5321 §4.1, 3030, 4954, 3207).
-_VERBS = frozenset(
-    ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH"]
-)
-
-# The usual layout only (one space after "]", spaces and digits for the id), from the comma
-# before the milliseconds on (the date and time before it are looked up in a set of seconds
-# ``_LINE`` accepted); groups: session id, direction tag, reply code (``_LINE``'s test, looked
-# ahead at), payload (all the rest, newlines included as in ``text[m.end():]``).
-_FAST = re.compile(
-    r"(?s),\d{3} - \[ *(\d+)\] (?:([SC] (?:<--|-->)) ?)?(?=(\d{3}(?:[ -]|$))?)(.*)"
-).match
-_new = tuple.__new__  # builds an Event without NamedTuple's Python-level __new__
-
-# The same usual layout for a whole block of lines at once (``scan``): per line, the groups
-# line, timestamp, its first 19 characters, session id, direction tag, payload — or, for any
-# other line, only the last group, the line as it is (``SessionAssembler.feed_scanned``); ``.``
-# rather than ``[^\n]`` (it stops at "\n" all the same) is half the cost of the match. One
-# for blocks without "\r" and one for blocks of CRLF lines (where a line ending in "\n" alone
-# or holding a "\r" elsewhere is an "other" line, left to ``parse_line``).
+# A block of lines, each ending in "\n" (``_SCAN_CRLF``: in "\r\n"): per line the groups line,
+# timestamp, its first 19 characters, session id, direction tag, payload for the usual layout
+# (one space after "]", spaces and digits in the id), or only the last group, the line as it is,
+# for any other line. ``.`` rather than ``[^\n]`` (it stops at "\n" all the same) is half the
+# cost of the match. In a CRLF block a line ending in "\n" alone, or holding a "\r" elsewhere,
+# is an "other" line, left to ``_LINE``.
 _SCAN_LF = re.compile(
     r"^(?:(((.{19}),\d{3}) - \[ *(\d+)\] (?:([SC] (?:<--|-->)) ?)?(.*))|(.*))\n", re.M
 ).findall
@@ -67,12 +51,24 @@ _SCAN_CRLF = re.compile(
     r"^(?:(((.{19}),\d{3}) - \[ *(\d+)\] (?:([SC] (?:<--|-->)) ?)?([^\r\n]*))\r|(.*))\n",
     re.M,
 ).findall
-
+_SIDES = {"S <--": Side.LOCAL, "C -->": Side.PEER}  # any other tag says nothing we can trust
+_CONNECT = re.compile(r"\*+\s*New\s+(\(secure\)\s+)?connection\s+(to|from)\s*:?\s*(.*?)\s*$", re.IGNORECASE)
+_TERMINATE = re.compile(r"~+\s*Connection\s+Terminated\b", re.IGNORECASE)
+_REPLY_SHAPE = re.compile(r"\d{3}(?:[ -]|$)")
+_SESSION_ID = re.compile(r"\[\s*(\d+)\s*\]")
+# Untagged lines are part of the dialogue when they start with an SMTP verb (RFC 5321 §4.1,
+# 3030, 4954, 3207) or a reply code.
+_VERBS = frozenset(
+    ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH"]
+)
 _FILE_DIRECTIONS = (
     ("smtpoutboundconversation", Direction.OUTBOUND),
     ("smtpproxyconversation", Direction.INBOUND),
     ("smtpconversation", Direction.INBOUND),
 )
+_INVALID_UTF8 = "invalid UTF-8 (decoded with replacement characters)"
+_PROTOCOL = Kind.PROTOCOL
+_new = tuple.__new__  # a Record without NamedTuple's Python-level __new__: one per line
 
 
 class XeamsFormat:
@@ -80,28 +76,9 @@ class XeamsFormat:
     dataset = DATASET
 
     def __init__(self) -> None:
-        self._good_dates: set[str] = set()
-        # "YYYY-MM-DD HH:MM:SS" prefixes the full regex has accepted (valid date and time)
-        self._good_seconds: set[str] = set()
-
-    @property
-    def good_seconds(self) -> set[str]:
-        """The "YYYY-MM-DD HH:MM:SS" prefixes known valid (a usual-layout line with one of
-        them needs no further checking); ``parse_line`` adds each new one it accepts."""
-        return self._good_seconds
-
-    def scan(self, text: str, crlf: bool) -> list[tuple[str, str, str, str, str, str, str]]:
-        """The lines of a block of ASCII text, each ending in "\\n" (with ``crlf``, in
-        "\\r\\n"), split by the usual layout: see ``SessionAssembler.feed_scanned``."""
-        return (_SCAN_CRLF if crlf else _SCAN_LF)(text)
-
-    def untagged_event(self, timestamp: str, session_id: str, payload: str, text: str,
-                       offset: int, path: str) -> Event:
-        """The event of a usual-layout line without direction tag that ``scan`` split (its
-        second among ``good_seconds``): a connection or termination line, a command by its
-        verb, or another line — as ``parse_line`` decides."""
-        return self._untagged(timestamp, session_id, payload, text, text.encode(), offset, path,
-                              None)
+        # "YYYY-MM-DD HH:MM:SS" prefixes ``_LINE`` has accepted: a usual-layout line with one
+        # of them needs no other check. Seconds repeat while sessions interleave, then move on.
+        self._good_seconds: Bounded[str, bool] = Bounded(4096)
 
     def direction_from_name(self, path: str) -> Direction | None:
         """``SMTPOutboundConversation*`` → outbound; ``SMTPConversation*`` and
@@ -112,106 +89,108 @@ class XeamsFormat:
                 return direction
         return None
 
-    def parse_line(self, raw: bytes, offset: int, path: str) -> Event | Defect:
+    def parse_block(self, data: bytes, offset: int, path: str) -> tuple[list[Record], list[Defect]]:
+        records: list[Record] = []
+        defects: list[Defect] = []
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:  # line by line: only the bad lines are defects
+            for raw in data.split(b"\n")[:-1]:
+                if not is_blank(raw):
+                    self._parse_line(raw, offset, path, records, defects)
+                offset += len(raw) + 1
+            return records, defects
+        ascii_only = len(text) == len(data)
+        crlf = "\r" in text
+        newline = 2 if crlf else 1
+        good = self._good_seconds
+        append = records.append
+        for line, ts, second, sid, tag, payload, other in (_SCAN_CRLF if crlf else _SCAN_LF)(text):
+            if line:
+                size = (len(line) if ascii_only else len(line.encode())) + newline
+                if second not in good:
+                    self._parse_line(line.encode(), offset, path, records, defects)
+                elif tag:
+                    append(_new(Record, (_PROTOCOL, sid, ts, _SIDES.get(tag), payload, line,
+                                         offset, None, 0)))
+                else:
+                    append(_untagged(ts, sid, payload, line, offset))
+            else:
+                raw = other.encode()
+                size = len(raw) + 1
+                if not is_blank(raw):
+                    self._parse_line(raw, offset, path, records, defects)
+            offset += size
+        return records, defects
+
+    def _parse_line(self, raw: bytes, offset: int, path: str, records: list[Record],
+                    defects: list[Defect]) -> None:
+        """Any one line (without its "\\n"), with the full layout regex."""
         if raw[-1:] == b"\r":
             raw = raw[:-1]
+        unclean = None
         try:
             text = raw.decode()
         except UnicodeDecodeError:
-            return self._parse(raw, offset, path)
-        # Fast path for the usual layout, with a simpler regex than ``_LINE`` (the date and time
-        # are checked once per distinct second): it accepts a subset of what ``_LINE`` accepts
-        # and splits it the same way. Anything else goes through ``_parse``, which decides.
-        if text[:19] not in self._good_seconds:
-            return self._parse(raw, offset, path, text)
-        m = _FAST(text, 19)
-        if m is None:
-            return self._parse(raw, offset, path, text)
-        sid, tag, code, payload = m.groups()
-        if code is not None:
-            return _new(Event, (text[:23], sid, _REPLY, payload, text, raw, offset, path,
-                                None, False, None, None))
-        if tag is not None:
-            return _new(Event, (text[:23], sid, _COMMAND, payload, text, raw, offset, path,
-                                None, False, None, None))
-        return self._untagged(text[:23], sid, payload, text, raw, offset, path, None)
-
-    def _parse(self, raw: bytes, offset: int, path: str, text: str | None = None) -> Event | Defect:
-        """The general case: any line, with the full layout regex."""
-        defect = None
-        if text is None:
-            try:
-                text = raw.decode()
-            except UnicodeDecodeError:
-                text = raw.decode(errors="replace")
-                defect = "invalid UTF-8 (decoded with replacement characters)"
+            text = raw.decode(errors="replace")
+            unclean = _INVALID_UTF8
         m = _LINE.match(text)
         if m is None:
-            return self._defect(text, offset, path, "line matches no Xeams layout")
-        ts, sid, tag, code = m.groups()
-        if ts[:10] not in self._good_dates and not self._valid_date(ts[:10]):
-            return self._defect(text, offset, path, f"impossible date {ts[:10]}")
-        good = self._good_seconds
-        if len(good) >= 4096:  # bounded: seconds repeat while sessions interleave, then move on
-            good.clear()
-        good.add(ts[:19])
-        if code is not None:
-            return Event(ts, sid, _REPLY, text[m.start(4):], text, raw, offset, path,
-                         None, False, None, defect)
+            defects.append(_defect(text, offset, path, "line matches no Xeams layout"))
+            return
+        ts, sid, tag = m.groups()
+        if not _valid_date(ts[:10]):
+            defects.append(_defect(text, offset, path, f"impossible date {ts[:10]}"))
+            return
+        self._good_seconds.put(ts[:19], True)
         payload = text[m.end():]
         if tag:
-            return Event(ts, sid, _COMMAND, payload, text, raw, offset, path,
-                         None, False, None, defect)
-        return self._untagged(ts, sid, payload, text, raw, offset, path, defect)
-
-    @staticmethod
-    def _untagged(ts: str, sid: str, payload: str, text: str, raw: bytes, offset: int, path: str,
-                  defect: str | None) -> Event:
-        first = payload[:1]
-        if first == "*":
-            c = _connect_fields(payload)
-            if c is not None:
-                peer, secure, out = c
-                return _new(Event, (ts, sid, EventKind.CONNECT, payload, text, raw, offset, path,
-                                    peer, secure, out, defect))
-        elif first == "~" and (_is_terminated(payload) or _TERMINATE.match(payload)):
-            return _new(Event, (ts, sid, EventKind.TERMINATE, payload, text, raw, offset, path,
-                                None, False, None, defect))
-        elif payload.split(" ", 1)[0].upper() in _VERBS:
-            return _new(Event, (ts, sid, EventKind.COMMAND, payload, text, raw, offset, path,
-                                None, False, None, defect))
-        return _new(Event, (ts, sid, EventKind.OTHER, payload, text, raw, offset, path,
-                            None, False, None, defect))
-
-    def _valid_date(self, day: str) -> bool:
-        try:
-            date(int(day[:4]), int(day[5:7]), int(day[8:10]))
-        except ValueError:
-            return False
-        if len(self._good_dates) > 4096:  # bounded: a long-running daemon sees one date a day
-            self._good_dates.clear()
-        self._good_dates.add(day)
-        return True
-
-    @staticmethod
-    def _defect(text: str, offset: int, path: str, reason: str) -> Defect:
-        sid = _SESSION_ID.search(text, 0, 80)
-        return Defect(path, offset, reason, excerpt(text), sid.group(1) if sid else None)
+            records.append(Record(_PROTOCOL, sid, ts, _SIDES.get(tag), payload, text, offset))
+        else:
+            records.append(_untagged(ts, sid, payload, text, offset))
+        if unclean is not None:
+            defects.append(Defect(path, offset, unclean, excerpt(text), sid))
 
 
-def _is_terminated(payload: str) -> bool:
-    """Xeams' own termination text, which _TERMINATE matches (\\b holds before " " or the end)."""
-    return (payload[:_TERMINATED_LEN] == _TERMINATED
-            and payload[_TERMINATED_LEN:_TERMINATED_LEN + 1] in (" ", ""))
+def _untagged(ts: str, sid: str, payload: str, text: str, offset: int) -> Record:
+    """A line without direction tag: a connection or termination line, a line of the dialogue
+    by its first word (whose writer the log does not say), or a note."""
+    first = payload[:1]
+    kind = Kind.NOTE
+    connect = None
+    if first == "*":
+        connect = _connect(payload)
+        if connect is not None:
+            kind = Kind.CONNECT
+    elif first == "~":
+        if _TERMINATE.match(payload):
+            kind = Kind.END
+    elif payload.split(" ", 1)[0].upper() in _VERBS or _REPLY_SHAPE.match(payload):
+        kind = _PROTOCOL
+    return Record(kind, sid, ts, None, payload, text, offset, connect)
 
 
 @functools.lru_cache(maxsize=1024)  # connection lines repeat (the same MX hosts all day)
-def _connect_fields(payload: str) -> tuple[str | None, bool, bool] | None:
-    """(peer, secure, connected out) of a connection line, None if it is not one."""
+def _connect(payload: str) -> Connect | None:
+    """What a connection line says; None if it is not one."""
     c = _CONNECT.match(payload)
     if c is None:
         return None
-    return c.group(3) or None, c.group(1) is not None, c.group(2).lower() == "to"
+    return Connect(c.group(3) or None, c.group(1) is not None, c.group(2).lower() == "to")
+
+
+@functools.lru_cache(maxsize=64)  # a log's dates: one a day
+def _valid_date(day: str) -> bool:
+    try:
+        date(int(day[:4]), int(day[5:7]), int(day[8:10]))
+    except ValueError:
+        return False
+    return True
+
+
+def _defect(text: str, offset: int, path: str, reason: str) -> Defect:
+    sid = _SESSION_ID.search(text, 0, 80)
+    return Defect(path, offset, reason, excerpt(text), sid.group(1) if sid else None)
 
 
 def make_format() -> XeamsFormat:

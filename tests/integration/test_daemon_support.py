@@ -142,16 +142,16 @@ class BackgroundWriter(threading.Thread):
 
 # --------------------------------------------------------------------------- expected documents
 def expected_ids(paths: Iterable[Path], host_name: str) -> list[str]:
-    """Ids of the documents of a whole-file parse of ``paths`` (``shipper.inputs.iter_documents``,
+    """Ids of the documents of a whole-file parse of ``paths`` (``shipper.pipeline.documents_of_files``,
     the same path as `smtp-shipper parse`), in order through one assembler."""
     from zoneinfo import ZoneInfo
 
     from shipper import documents
-    from shipper.inputs import ParseOptions, ParseStats, iter_documents
     from shipper.model import Direction
+    from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
     options = ParseOptions(direction=Direction.OUTBOUND, tz=ZoneInfo("UTC"), host_name=host_name)
-    docs = iter_documents([str(p) for p in paths], options, ParseStats())
+    docs = documents_of_files([str(p) for p in paths], options, ParseStats())
     return [documents.document_id(d) for d in docs]
 
 

@@ -1,6 +1,6 @@
 """The visualizations, run against real data in a real OpenSearch.
 
-Transcripts are parsed by the real pipeline (``shipper.inputs.iter_documents``): the golden
+Transcripts are parsed by the real pipeline (``shipper.pipeline.documents_of_files``): the golden
 scenarios of tests/golden/*.log and a set written here that is sure to hold rejections,
 deferrals, failures, several domains, reasons and a session without TLS. The documents are
 indexed under the real index template. Then each visualization's aggregation is sent the way
@@ -23,9 +23,10 @@ import pytest
 from shipper import dashboards
 from shipper.config import Settings
 from shipper.documents import document_id
-from shipper.inputs import ParseOptions, ParseStats, iter_documents, resolve_zone
+from shipper.localtime import resolve_zone
 from shipper.model import Direction
 from shipper.opensearch import prepare
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 from shipper.setup import index_steps
 
 pytestmark = pytest.mark.integration
@@ -88,7 +89,7 @@ def parse(paths: list[str], *, direction: str = "auto", zone: str = "UTC") -> li
     options = ParseOptions(
         direction=None if direction == "auto" else Direction(direction), tz=resolve_zone(zone), host_name="test-host"
     )
-    return list(iter_documents(paths, options, ParseStats()))
+    return list(documents_of_files(paths, options, ParseStats()))
 
 
 def golden_scenarios() -> Iterator[list[dict[str, Any]]]:

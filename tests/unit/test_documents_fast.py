@@ -10,15 +10,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import parsing
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shipper import documents, formats, reasons
-from shipper.conversation import SessionAssembler
+from shipper import documents, reasons
 from shipper.documents import build_documents
-from shipper.inputs import iter_lines
 from shipper.model import (
-    Defect,
     Direction,
     Outcome,
     Recipient,
@@ -156,15 +154,7 @@ def assert_same(session: Session) -> None:
 
 
 def sessions_of(path: Path, tz: tzinfo, direction: Direction = Direction.OUTBOUND) -> list[Session]:
-    fmt = formats.get("xeams")
-    assembler = SessionAssembler(direction=direction, tz=tz)
-    sessions: list[Session] = []
-    with path.open("rb") as stream:
-        for offset, raw, _note in iter_lines(stream):
-            item = fmt.parse_line(raw, offset, path.name)
-            if not isinstance(item, Defect):
-                sessions.extend(assembler.feed(item))
-    return sessions + assembler.flush_all()
+    return parsing.sessions(path.read_bytes(), direction, tz, path.name)
 
 
 def test_golden_sessions_in_several_zones() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 
@@ -13,9 +14,22 @@ def _follower(tmp_path, pattern="app*.log", **kw):
     return follow.Follower([str(tmp_path / pattern)], **kw)
 
 
+def _lines(chunks: list) -> list[tuple[bytes, int, str | None]]:
+    """(line with its ending, offset, note) of each line of the chunks ``read()`` gave."""
+    out = []
+    for _file, (offset, data, note) in chunks:
+        if note is not None:
+            out.append((data, offset, note))
+            continue
+        for line in re.findall(rb"[^\n]*\n|[^\n]+$", data):
+            out.append((line, offset, None))
+            offset += len(line)
+    return out
+
+
 def _read(f: follow.Follower) -> list[bytes]:
     f.poll()
-    return [line.raw for line in f.read(1 << 20)]
+    return [line for line, _, _ in _lines(f.read(1 << 20))]
 
 
 def test_partial_line_is_not_consumed_until_completed(tmp_path):
@@ -36,8 +50,8 @@ def test_offsets_are_byte_offsets_of_line_starts(tmp_path):
     (tmp_path / "app.log").write_bytes(b"a\r\nbb\n\xff\xfe\n")
     f = _follower(tmp_path)
     f.poll()
-    lines = f.read(1 << 20)
-    assert [(x.raw, x.offset) for x in lines] == [(b"a\r\n", 0), (b"bb\n", 3), (b"\xff\xfe\n", 6)]
+    lines = _lines(f.read(1 << 20))
+    assert [(x, o) for x, o, _ in lines] == [(b"a\r\n", 0), (b"bb\n", 3), (b"\xff\xfe\n", 6)]
 
 
 def test_new_file_is_picked_up_and_start_at_end_only_for_files_present_at_start(tmp_path):
@@ -135,7 +149,8 @@ def test_deleted_file_is_drained_finished_and_released(tmp_path, monkeypatch):
     p.unlink()
     f.poll()
     assert f.files[0].deleted
-    assert [x.raw for x in f.read(1 << 20)] == [b"b\n", b"cut"]
+    assert _lines(f.read(1 << 20)) == [(b"b\n", 2, None),
+                                       (b"cut", 4, "last line has no newline (truncated?)")]
     released = f.release(lambda tf: True)
     assert len(released) == 1 and f.files == []
 
@@ -145,10 +160,10 @@ def test_budget_limits_reading(tmp_path):
     (tmp_path / "app.log").write_bytes(b"".join(b"%04d\n" % i for i in range(1000)))
     f = _follower(tmp_path)
     f.poll()
-    first = f.read(100)
+    first = _lines(f.read(100))
     assert 20 <= len(first) < 1000
-    rest = f.read(1 << 20)
-    assert [x.raw for x in first + rest] == [b"%04d\n" % i for i in range(1000)]
+    rest = _lines(f.read(1 << 20))
+    assert [x for x, _, _ in first + rest] == [b"%04d\n" % i for i in range(1000)]
 
 
 def test_exclude(tmp_path):
@@ -180,20 +195,22 @@ def test_overlong_line_is_cut_and_its_rest_skipped(tmp_path):
     p.write_bytes(b"a\n" + long + b"\nb\n")
     f = _follower(tmp_path, max_line=100)
     f.poll()
-    lines = f.read(1 << 20)
-    assert [(x.raw, x.offset, x.cut) for x in lines] == [
-        (b"a\n", 0, False), (b"x" * 100, 2, True), (b"b\n", 5003, False)]
+    lines = _lines(f.read(1 << 20))
+    assert lines == [(b"a\n", 0, None), (b"x" * 100, 2, "line longer than 100 bytes (cut)"),
+                     (b"b\n", 5003, None)]
 
 
 def test_overlong_partial_line_is_cut_while_it_grows(tmp_path):
-    """An over-long line still being written is cut once past max_line; its tail is dropped
-    when it arrives, up to and including its newline."""
+    """An over-long line still being written is cut once past max_line (only its first
+    max_line bytes are kept); its tail is dropped as it arrives, and the cut line is handed
+    out when its newline comes."""
     p = tmp_path / "app.log"
     p.write_bytes(b"y" * 300)
     f = _follower(tmp_path, max_line=100)
     f.poll()
-    assert [(x.raw, x.cut) for x in f.read(1 << 20)] == [(b"y" * 100, True)]
-    assert f.files[0].pending == b""
+    assert _lines(f.read(1 << 20)) == []
+    assert (0, 300) == (f.files[0].offset, f.files[0].pending)
     with p.open("ab") as fh:
         fh.write(b"y" * 50 + b"\nnext\n")
-    assert [(x.raw, x.offset) for x in f.read(1 << 20)] == [(b"next\n", 351)]
+    assert _lines(f.read(1 << 20)) == [(b"y" * 100, 0, "line longer than 100 bytes (cut)"),
+                                       (b"next\n", 351, None)]

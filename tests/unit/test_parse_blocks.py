@@ -1,10 +1,9 @@
-"""The block reader (``iter_blocks`` → format ``scan`` → ``SessionAssembler.feed_scanned``) is a
-faster way to the very same result as reading line by line: same lines, offsets and notes; same
+"""Reading in blocks (``shipper.lines.LineSplitter`` → the format's block scanner) is a faster
+way to the very same result as reading line by line: same lines, offsets and notes; same
 documents, defects and counts — whatever the bytes, the line endings and the block boundaries."""
 
 from __future__ import annotations
 
-import io
 import re
 from pathlib import Path
 from typing import Any
@@ -14,34 +13,62 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shipper import formats, inputs
-from shipper.inputs import ParseOptions, ParseStats, iter_blocks, iter_documents, iter_lines
-from shipper.model import Direction
+from shipper import inputs, pipeline
+from shipper.formats.xeams import XeamsFormat
+from shipper.lines import NO_NEWLINE, LineSplitter, cut_note, is_blank
+from shipper.model import Defect, Direction, Record
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 VALID_LINES = b"".join((GOLDEN / name).read_bytes() for name in (
     "interleaved-sessions.log", "pipelining-outlook.log", "auth-login-and-plain-redacted.log",
     "bdat-chunking.log", "rcpt-451-greylisted-postfix.log")).splitlines(keepends=True)
-_get_format = formats.get  # the real one (the tests below patch formats.get)
+_get_format = pipeline.formats.get  # the real one (the tests below patch it)
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def lines_of_blocks(data: bytes, max_line: int, size: int) -> list[tuple[int, bytes, str | None]]:
-    """What ``iter_lines`` yields, rebuilt from ``iter_blocks`` the way ``_parse_file`` reads
-    blocks: blank lines skipped, lines longer than ``max_line`` cut."""
+def reference_lines(data: bytes, max_line: int) -> list[tuple[int, bytes, str | None]]:
+    """The rules of lines, one line at a time: (offset, line without "\\n", note) for each
+    line that is not blank; a line longer than ``max_line`` is cut, the last without a newline
+    noted."""
     out: list[tuple[int, bytes, str | None]] = []
-    for start, block, note in iter_blocks(io.BytesIO(data), max_line, size):
+    offset = 0
+    for line in re.findall(rb"[^\n]*\n|[^\n]+$", data):
+        content = line[:-1] if line.endswith(b"\n") else line
+        if len(content) > max_line:
+            note = cut_note(max_line) + ("" if line.endswith(b"\n") else "; no newline at end of input")
+            out.append((offset, content[:max_line], note))
+        elif not line.endswith(b"\n"):
+            if not is_blank(content):
+                out.append((offset, content, NO_NEWLINE))
+        elif not is_blank(content):
+            out.append((offset, content, None))
+        offset += len(line)
+    return out
+
+
+def lines_of_chunks(data: bytes, max_line: int, size: int) -> list[tuple[int, bytes, str | None]]:
+    """The same, rebuilt from the chunks a ``LineSplitter`` makes of ``data`` fed ``size`` bytes
+    at a time."""
+    splitter = LineSplitter(max_line)
+    chunks = [c for i in range(0, len(data), size) for c in splitter.feed(data[i:i + size])]
+    chunks += splitter.end()
+    out: list[tuple[int, bytes, str | None]] = []
+    at = 0
+    for offset, block, note in chunks:
+        assert offset >= at  # in order, never overlapping
         if note is not None:
-            out.append((start, block, note))
+            out.append((offset, block, note))
+            at = offset + 1
             continue
         assert block.endswith(b"\n")
-        offset = start
         for content in block.split(b"\n")[:-1]:
-            if len(content) > max_line:
-                out.append((offset, content[:max_line], f"line longer than {max_line} bytes (cut)"))
-            elif content.strip():
+            assert len(content) <= max_line
+            if not is_blank(content):
                 out.append((offset, content, None))
             offset += len(content) + 1
+        at = offset
+    assert splitter.offset == len(data) and splitter.pending == 0
     return out
 
 
@@ -59,17 +86,20 @@ def test_blocks_cover_the_stream_exactly_as_lines_do(lines: list[bytes], cut_las
     data = b"".join(lines)
     if cut_last and data:
         data = data[:-1]  # a last line without newline
-    assert list(iter_lines(io.BytesIO(data), max_line)) == lines_of_blocks(data, max_line, size)
+    assert reference_lines(data, max_line) == lines_of_chunks(data, max_line, size)
 
 
-class _LineByLine:
-    """The Xeams format without its block scanner: ``_parse_file`` then reads line by line."""
+class _LineByLine(XeamsFormat):
+    """The Xeams format without its block scanner: every line through the full layout regex."""
 
-    def __init__(self) -> None:
-        self._fmt = _get_format("xeams")
-        self.name, self.dataset = self._fmt.name, self._fmt.dataset
-        self.parse_line = self._fmt.parse_line
-        self.direction_from_name = self._fmt.direction_from_name
+    def parse_block(self, data: bytes, offset: int, path: str) -> tuple[list[Record], list[Defect]]:
+        records: list[Record] = []
+        defects: list[Defect] = []
+        for raw in data.split(b"\n")[:-1]:
+            if not is_blank(raw):
+                self._parse_line(raw, offset, path, records, defects)
+            offset += len(raw) + 1
+        return records, defects
 
 
 def parse_both(tmp_path: Path, data: bytes, monkeypatch: pytest.MonkeyPatch, block: int,
@@ -80,11 +110,12 @@ def parse_both(tmp_path: Path, data: bytes, monkeypatch: pytest.MonkeyPatch, blo
     for line_by_line in (False, True):
         with monkeypatch.context() as m:
             m.setattr(inputs, "BLOCK", block)
-            if line_by_line:
-                m.setattr(inputs.formats, "get", lambda name: _LineByLine())
+            if line_by_line:  # and a chunk per line, as a follower reading each as it comes
+                m.setattr(pipeline.formats, "get", lambda name: _LineByLine())
+                m.setattr(inputs, "BLOCK", 1)
             stats = ParseStats()
             options = ParseOptions(tz=ZoneInfo("Europe/Berlin"), host_name="h", max_line=max_line)
-            docs = list(iter_documents([str(path)], options, stats))
+            docs = list(documents_of_files([str(path)], options, stats))
             results.append((docs, stats.lines, stats.sessions, stats.defects,
                             [(d.offset, d.reason, d.excerpt, d.session_id) for d in stats.kept_defects]))
     return results[0], results[1]
@@ -133,29 +164,31 @@ def test_a_crlf_log_gives_the_offsets_of_its_own_bytes(tmp_path: Path, monkeypat
         assert not doc["smtp"]["transcript"].count("\r")
 
 
-def test_scan_splits_like_parse_line() -> None:
-    """The block scanner's fields are those ``parse_line`` gives the same line."""
-    fmt = formats.get("xeams")
-    text = b"".join(VALID_LINES).decode()
-    for line, ts, second, sid, tag, payload, other in fmt.scan(text, crlf=False):  # type: ignore[attr-defined]
-        assert not other
-        ev = fmt.parse_line(line.encode(), 0, "p")
-        assert (ev.timestamp, ev.session_id, ev.payload, ev.text) == (ts, sid, payload, line)  # type: ignore[union-attr]
-        assert second == ts[:19]
-        assert bool(tag) == bool(re.match(r".{23} - \[ *\d+\] [SC] (<--|-->)", line))
+def test_the_block_scanner_gives_the_records_of_the_full_regex() -> None:
+    """Records of a block through the scanner are those of each line through ``_LINE``."""
+    data = b"".join(VALID_LINES)
+    fast = XeamsFormat()
+    fast.parse_block(data, 0, "p")  # now every second of the block is known: the scanner takes all
+    assert _LineByLine().parse_block(data, 0, "p") == fast.parse_block(data, 0, "p")
+    for crlf in (b"\r\n",):
+        again = data.replace(b"\n", crlf)
+        records, defects = fast.parse_block(again, 0, "p")
+        assert ([r.text for r in records], []) == ([r.text for r in _LineByLine().parse_block(data, 0, "p")[0]],
+                                                   defects)
 
 
 def test_the_reference_path_reads_line_by_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A guard for the helper above: the reference path really is line by line."""
-    seen = []
-    original = inputs.iter_lines
-    monkeypatch.setattr(inputs, "iter_lines", lambda *a: seen.append(1) or original(*a))
+    """A guard for the helper above: the reference path really goes line by line."""
+    seen: list[int] = []
+    original = _LineByLine._parse_line
+    monkeypatch.setattr(_LineByLine, "_parse_line", lambda *a: seen.append(1) or original(*a))
+    monkeypatch.setattr(XeamsFormat, "_parse_line", lambda *a: pytest.fail("the scanner path ran"))
     path = tmp_path / "SMTPOutboundConversation.log"
     path.write_bytes(b"".join(VALID_LINES))
     with monkeypatch.context() as m:
-        m.setattr(inputs.formats, "get", lambda name: _LineByLine())
-        list(iter_documents([str(path)], ParseOptions(direction=Direction.OUTBOUND), ParseStats()))
-    assert seen
+        m.setattr(pipeline.formats, "get", lambda name: _LineByLine())
+        list(documents_of_files([str(path)], ParseOptions(direction=Direction.OUTBOUND), ParseStats()))
+    assert len(seen) == len(VALID_LINES)
 
 
 def test_the_collector_runs_less_often_while_parsing_and_as_before_after(tmp_path: Path) -> None:
@@ -164,9 +197,9 @@ def test_the_collector_runs_less_often_while_parsing_and_as_before_after(tmp_pat
     path = tmp_path / "SMTPOutboundConversation.log"
     path.write_bytes(b"".join(VALID_LINES))
     before = gc.get_threshold()
-    docs = iter_documents([str(path)], ParseOptions(direction=Direction.OUTBOUND), ParseStats())
+    docs = documents_of_files([str(path)], ParseOptions(direction=Direction.OUTBOUND), ParseStats())
     next(docs)
-    assert gc.get_threshold()[0] == max(before[0], inputs.GC_YOUNG)
+    assert gc.get_threshold()[0] == max(before[0], pipeline.GC_YOUNG)
     list(docs)
     assert gc.get_threshold() == before
 

@@ -1,16 +1,12 @@
-"""The SMTP state machine: events → sessions (shipper.conversation)."""
+"""The SMTP state machine: records → sessions (shipper.sessions, shipper.smtp)."""
 
 from __future__ import annotations
 
-import io
 from zoneinfo import ZoneInfo
 
-from shipper import formats
-from shipper.conversation import SessionAssembler
-from shipper.inputs import iter_lines
-from shipper.model import Direction, Event, Session, Stage, Verdict
+from parsing import NY, feed, pipeline, sessions
 
-NY = ZoneInfo("America/New_York")
+from shipper.model import Direction, Session, Stage, Verdict
 
 
 def lines(sid: int, *steps: str, start_ms: int = 0, hour: str = "10:00") -> str:
@@ -29,22 +25,9 @@ def lines(sid: int, *steps: str, start_ms: int = 0, hour: str = "10:00") -> str:
     return "".join(out)
 
 
-def events(text: str, path: str = "x.log") -> list[Event]:
-    fmt = formats.get("xeams")
-    result = []
-    for offset, raw, _note in iter_lines(io.BytesIO(text.encode())):
-        ev = fmt.parse_line(raw, offset, path)
-        assert isinstance(ev, Event), ev
-        result.append(ev)
-    return result
-
-
-def assemble(text: str, assembler: SessionAssembler | None = None) -> list[Session]:
-    asm = assembler or SessionAssembler(direction=Direction.OUTBOUND, tz=NY)
-    done = []
-    for ev in events(text):
-        done.extend(asm.feed(ev))
-    return done + asm.flush_all()
+def assemble(text: str, direction: Direction | None = Direction.OUTBOUND,
+             tz: ZoneInfo = NY) -> list[Session]:
+    return sessions(text, direction, tz)
 
 
 CONNECT = "************ New connection to: 203.0.113.9"
@@ -167,52 +150,43 @@ def test_interleaved_sessions_are_kept_apart() -> None:
 def test_flush_idle_uses_the_injected_clock() -> None:
     """Sessions without a line for longer than T are finished as incomplete; others stay."""
     now = [100.0]
-    asm = SessionAssembler(direction=Direction.OUTBOUND, tz=NY, clock=lambda: now[0])
-    for ev in events(lines(12, CONNECT, "> EHLO me")):
-        asm.feed(ev)
+    p = pipeline(clock=lambda: now[0])
+    feed(p, lines(12, CONNECT, "> EHLO me"))
     now[0] = 150.0
-    for ev in events(lines(13, CONNECT)):
-        asm.feed(ev)
-    assert [] == asm.flush_idle(now=155.0, idle_seconds=60)
-    (idle,) = asm.flush_idle(now=170.0, idle_seconds=60)
-    assert ("12", True) == (idle.session_id, idle.incomplete)
-    assert 1 == asm.open_sessions
+    feed(p, lines(13, CONNECT))
+    assert [] == p.flush_idle(now=155.0, idle_seconds=60)
+    (idle,) = p.flush_idle(now=170.0, idle_seconds=60)
+    assert ("12", True) == (idle.session.session_id, idle.session.incomplete)
+    assert 1 == p.grouper.open_sessions
 
 
 def test_open_positions_and_files_of_a_session_across_rotation() -> None:
     """A session's first line per file is what a checkpoint must not pass."""
-    asm = SessionAssembler(direction=Direction.OUTBOUND, tz=NY)
-    fmt = formats.get("xeams")
-    part1 = lines(14, CONNECT, "> EHLO me").encode()
-    part2 = lines(14, "< 250 mx", TERM, start_ms=100).encode()
-    other = lines(15, CONNECT).encode()
-    for path, data in (("old.log", part1 + other), ("new.log", part2)):
-        for offset, raw, _ in iter_lines(io.BytesIO(data)):
-            ev = fmt.parse_line(raw, offset, path)
-            assert isinstance(ev, Event)
-            finished = asm.feed(ev)
-            if path == "old.log":
-                assert {"old.log": 0} == asm.open_positions()
-    (s,) = finished
+    p = pipeline()
+    part1 = lines(14, CONNECT, "> EHLO me")
+    part2 = lines(14, "< 250 mx", TERM, start_ms=100)
+    other = lines(15, CONNECT)
+    assert [] == feed(p, part1, "old.log")
+    assert {"old.log": (0, {"14"})} == p.open_positions()
+    assert [] == feed(p, other, "old.log", offset=len(part1))
+    (s,) = feed(p, part2, "new.log")
     assert ("old.log", 0, {"old.log": 0, "new.log": 0}) == (s.path, s.offset, dict(s.files))
-    assert {"old.log": len(part1)} == asm.open_positions()  # session 15 still open
+    assert {"old.log": (len(part1), {"15"})} == p.open_positions()  # session 15 still open
 
 
 def test_auto_direction_from_connection_line() -> None:
     """Without a configured direction, 'from:' means we were the server."""
-    asm = SessionAssembler(direction=None, tz=NY)
     (s,) = assemble(lines(16, "************ New connection from: 198.51.100.7", "> EHLO peer",
-                          "< 250 me", TERM), asm)
+                          "< 250 me", TERM), direction=None)
     assert (Direction.INBOUND, "peer", "198.51.100.7") == (s.direction, s.remote_host, s.remote_ip)
 
 
 def test_dst_fold_second_pass_gets_the_later_offset() -> None:
     """Europe/Berlin repeats 02:00-03:00 on 2024-10-27; a clock jump back is the second pass."""
-    asm = SessionAssembler(direction=Direction.OUTBOUND, tz=ZoneInfo("Europe/Berlin"))
     text = (lines(17, CONNECT, hour="02:59", start_ms=59000)
             + lines(17, TERM, hour="02:00", start_ms=1000))
     text = text.replace("2024-03-20", "2024-10-27")
-    (s,) = assemble(text, asm)
+    (s,) = assemble(text, tz=ZoneInfo("Europe/Berlin"))
     assert ("+02:00", "+01:00") == (s.start.isoformat()[-6:], s.end.isoformat()[-6:])
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shipper.documents import document_id, index_name
-from shipper.inputs import ParseOptions, ParseStats, iter_documents
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 SEED = Path(__file__).resolve().parents[2] / "samples" / "xeams" / "SMTPOutboundConversation.log"
@@ -16,7 +16,7 @@ SEED = Path(__file__).resolve().parents[2] / "samples" / "xeams" / "SMTPOutbound
 
 def docs_of(path: Path, **kw: Any) -> list[dict[str, Any]]:
     options = ParseOptions(tz=ZoneInfo("America/New_York"), host_name="h1", **kw)
-    return list(iter_documents([str(path)], options, ParseStats()))
+    return list(documents_of_files([str(path)], options, ParseStats()))
 
 
 def _leaves(value: Any) -> list[Any]:

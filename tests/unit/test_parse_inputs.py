@@ -1,45 +1,20 @@
-"""Opening inputs and splitting them into lines (shipper.inputs); the whole-file pipeline."""
+"""Opening inputs (shipper.inputs) and the whole-file pipeline (shipper.pipeline.documents_of_files)."""
 
 from __future__ import annotations
 
 import gzip
-import io
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from shipper.errors import InputError, StrictParseError
-from shipper.inputs import (
-    ParseOptions,
-    ParseStats,
-    expand_paths,
-    iter_documents,
-    iter_lines,
-    open_input,
-    resolve_zone,
-)
+from shipper.inputs import expand_paths, open_input
+from shipper.localtime import resolve_zone
 from shipper.model import Defect
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
 SEED = Path(__file__).resolve().parents[2] / "samples" / "xeams" / "SMTPOutboundConversation.log"
-
-
-def test_offsets_skip_blank_lines_and_survive_crlf() -> None:
-    """Offsets are byte positions of each line's first byte; blank lines are skipped silently."""
-    data = b"a\r\n\n  \r\nbb\ncc"
-    assert [(0, b"a\r", None), (8, b"bb", None),
-            (11, b"cc", "last line has no newline (truncated?)")] == list(iter_lines(io.BytesIO(data)))
-
-
-def test_a_huge_line_is_cut_and_the_next_line_keeps_its_offset() -> None:
-    """A 1 MB line is cut at max_line (never held whole) and reading goes on after it."""
-    big = b"x" * 1_000_000
-    data = b"first\n" + big + b"\nlast\n"
-    got = list(iter_lines(io.BytesIO(data), max_line=1000))
-    assert [0, 6, 6 + len(big) + 1] == [o for o, _, _ in got]
-    assert 1000 == len(got[1][1])
-    assert got[1][2] is not None and "longer than 1000 bytes" in got[1][2]
-    assert (b"last", None) == got[2][1:]
 
 
 def test_a_1mb_line_inside_a_session_loses_nothing(tmp_path: Path) -> None:
@@ -49,7 +24,7 @@ def test_a_1mb_line_inside_a_session_loses_nothing(tmp_path: Path) -> None:
     path = tmp_path / "big.log"
     path.write_bytes(b"".join(lines[:5]) + huge + b"".join(lines[5:]))
     stats = ParseStats()
-    docs = list(iter_documents([str(path)], ParseOptions(tz=ZoneInfo("UTC")), stats))
+    docs = list(documents_of_files([str(path)], ParseOptions(tz=ZoneInfo("UTC")), stats))
     assert ["delivered"] == [d["smtp"]["verdict"] for d in docs]
     assert 1 == stats.defects
     (defect,) = stats.kept_defects
@@ -70,7 +45,7 @@ def test_corrupt_gzip_is_a_defect_not_a_crash(tmp_path: Path) -> None:
     gz = tmp_path / "cut.log.gz"
     gz.write_bytes(gzip.compress(SEED.read_bytes() * 50)[:-40])
     stats = ParseStats()
-    docs = list(iter_documents([str(gz)], ParseOptions(tz=ZoneInfo("UTC")), stats))
+    docs = list(documents_of_files([str(gz)], ParseOptions(tz=ZoneInfo("UTC")), stats))
     assert docs and stats.defects >= 1
     assert any("cannot read further" in d.reason for d in stats.kept_defects)
 
@@ -102,7 +77,7 @@ def test_strict_raises_on_first_defect(tmp_path: Path) -> None:
     path = tmp_path / "x.log"
     path.write_bytes(SEED.read_bytes() + b"garbage\n")
     with pytest.raises(StrictParseError, match=r"x\.log:\d+"):
-        list(iter_documents([str(path)], ParseOptions(tz=ZoneInfo("UTC"), strict=True), ParseStats()))
+        list(documents_of_files([str(path)], ParseOptions(tz=ZoneInfo("UTC"), strict=True), ParseStats()))
 
 
 def test_defects_are_streamed_to_the_callback(tmp_path: Path) -> None:
@@ -112,7 +87,7 @@ def test_defects_are_streamed_to_the_callback(tmp_path: Path) -> None:
     seen: list[Defect] = []
     stats = ParseStats()
     options = ParseOptions(tz=ZoneInfo("UTC"), on_defect=seen.append)
-    docs = list(iter_documents([str(path)], options, stats))
+    docs = list(documents_of_files([str(path)], options, stats))
     assert [0, 9 + len(SEED.read_bytes())] == [d.offset for d in seen]
     assert 1 == len(docs)
     assert stats.summary().startswith("21 lines, 1 sessions, 1 documents (delivered 1,")

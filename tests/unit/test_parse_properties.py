@@ -9,12 +9,11 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from parsing import pipeline
 
-from shipper import formats
-from shipper.conversation import SessionAssembler
-from shipper.documents import build_documents, document_id
-from shipper.inputs import iter_lines
-from shipper.model import Defect, Direction, Verdict
+from shipper.documents import document_id
+from shipper.inputs import stream_chunks
+from shipper.model import Direction, Verdict
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 VALID = (GOLDEN / "interleaved-sessions.log").read_bytes() + (
@@ -25,18 +24,11 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 
 def parse(data: bytes) -> tuple[list[dict[str, Any]], int]:
-    fmt = formats.get("xeams")
-    asm = SessionAssembler(direction=Direction.OUTBOUND, tz=ZoneInfo("Europe/Berlin"))
-    sessions, defects = [], 0
-    for offset, raw, _note in iter_lines(io.BytesIO(data)):
-        item = fmt.parse_line(raw, offset, "p.log")
-        if isinstance(item, Defect):
-            defects += 1
-            continue
-        sessions.extend(asm.feed(item))
-    sessions.extend(asm.flush_all())
-    docs = [d for s in sessions for d in build_documents(s, host_name="h", dataset="xeams.smtp")]
-    return docs, defects
+    """Documents and defect count of ``data`` through the real pipeline, as one stream."""
+    p = pipeline(Direction.OUTBOUND, ZoneInfo("Europe/Berlin"), host_name="h")
+    shipments = [s for chunk in stream_chunks(io.BytesIO(data)) for s in p.feed("p.log", "p.log", chunk)]
+    docs = [d for s in shipments + p.flush_all() for d in s.documents]
+    return docs, p.stats.defects
 
 
 def comparable(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:

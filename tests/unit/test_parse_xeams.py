@@ -1,45 +1,53 @@
-"""The Xeams format: one raw line → one Event or one Defect (shipper.formats.xeams)."""
+"""The Xeams format: lines → Records and Defects (shipper.formats.xeams)."""
 
 from __future__ import annotations
 
 import pytest
 
 from shipper import formats
-from shipper.model import Defect, Direction, Event, EventKind
+from shipper.model import Defect, Direction, Kind, Record, Side
 
 PREFIX = "2024-03-21 11:39:49,170 - [   7054286] "
 
 
-def parse(payload: str | bytes, prefix: str = PREFIX) -> Event | Defect:
+def parse_all(payload: str | bytes, prefix: str = PREFIX) -> tuple[list[Record], list[Defect]]:
+    """The records and defects of one line at offset 42 of x.log."""
     raw = payload if isinstance(payload, bytes) else (prefix + payload).encode()
-    return formats.get("xeams").parse_line(raw, 42, "x.log")
+    return formats.get("xeams").parse_block(raw + b"\n", 42, "x.log")
+
+
+def parse(payload: str | bytes, prefix: str = PREFIX) -> Record | Defect:
+    """The record of one line, or its defect when it gives none."""
+    records, defects = parse_all(payload, prefix)
+    return records[0] if records else defects[0]
 
 
 @pytest.mark.parametrize(
-    ("payload", "kind", "protocol"),
+    ("payload", "kind", "side", "protocol"),
     [
-        ("S <-- EHLO mail.synametrics.com", EventKind.COMMAND, "EHLO mail.synametrics.com"),
-        ("C --> 250-SIZE 157286400", EventKind.REPLY, "250-SIZE 157286400"),
-        ("C --> 250 SMTPUTF8", EventKind.REPLY, "250 SMTPUTF8"),
-        ("C --> 250", EventKind.REPLY, "250"),
-        # the letters are not trusted: content decides
-        ("C --> EHLO client.example", EventKind.COMMAND, "EHLO client.example"),
-        ("S <-- 550 5.1.1 unknown", EventKind.REPLY, "550 5.1.1 unknown"),
-        ("S <-- 2500 bytes", EventKind.COMMAND, "2500 bytes"),
-        ("S <-- dXNlcm5hbWU=", EventKind.COMMAND, "dXNlcm5hbWU="),
-        ("~~~~~~~~~~~~ Connection Terminated ( 842)", EventKind.TERMINATE,
+        ("S <-- EHLO mail.synametrics.com", Kind.PROTOCOL, Side.LOCAL, "EHLO mail.synametrics.com"),
+        ("C --> 250-SIZE 157286400", Kind.PROTOCOL, Side.PEER, "250-SIZE 157286400"),
+        ("C --> 250 SMTPUTF8", Kind.PROTOCOL, Side.PEER, "250 SMTPUTF8"),
+        ("C --> 250", Kind.PROTOCOL, Side.PEER, "250"),
+        # the tag says who wrote it, whatever it looks like
+        ("C --> EHLO client.example", Kind.PROTOCOL, Side.PEER, "EHLO client.example"),
+        ("S <-- 550 5.1.1 unknown", Kind.PROTOCOL, Side.LOCAL, "550 5.1.1 unknown"),
+        ("S <-- 2500 bytes", Kind.PROTOCOL, Side.LOCAL, "2500 bytes"),
+        ("S <-- dXNlcm5hbWU=", Kind.PROTOCOL, Side.LOCAL, "dXNlcm5hbWU="),
+        ("~~~~~~~~~~~~ Connection Terminated ( 842)", Kind.END, None,
          "~~~~~~~~~~~~ Connection Terminated ( 842)"),
-        ("QUIT", EventKind.COMMAND, "QUIT"),  # untagged, but an SMTP verb
-        ("Resolving MX for gmail.com", EventKind.OTHER, "Resolving MX for gmail.com"),
+        ("QUIT", Kind.PROTOCOL, None, "QUIT"),  # untagged, but an SMTP verb: the writer is unknown
+        ("250 2.0.0 OK", Kind.PROTOCOL, None, "250 2.0.0 OK"),  # untagged, but a reply code
+        ("Resolving MX for gmail.com", Kind.NOTE, None, "Resolving MX for gmail.com"),
     ],
 )
-def test_payload_kinds(payload: str, kind: EventKind, protocol: str) -> None:
-    """A payload matching ^\\d{3}([ -]|$) is a reply line; anything else tagged is a command."""
+def test_payload_kinds(payload: str, kind: Kind, side: Side | None, protocol: str) -> None:
+    """The tag says who wrote a line of the dialogue; untagged lines are the dialogue by their
+    first word, connection and termination lines by their markers, notes otherwise."""
     ev = parse(payload)
-    assert isinstance(ev, Event)
-    assert (kind, protocol) == (ev.kind, ev.payload)
-    assert ("2024-03-21 11:39:49,170", "7054286", 42, "x.log") == (
-        ev.timestamp, ev.session_id, ev.offset, ev.path)
+    assert isinstance(ev, Record)
+    assert (kind, side, protocol) == (ev.kind, ev.side, ev.payload)
+    assert ("2024-03-21 11:39:49,170", "7054286", 42) == (ev.timestamp, ev.session_id, ev.offset)
 
 
 @pytest.mark.parametrize(
@@ -54,25 +62,23 @@ def test_payload_kinds(payload: str, kind: EventKind, protocol: str) -> None:
 def test_connection_lines(payload: str, peer: str, secure: bool, out: bool) -> None:
     """Connection lines carry the peer, whether it was secure, and who connected to whom."""
     ev = parse(payload)
-    assert isinstance(ev, Event)
-    assert (EventKind.CONNECT, peer, secure, out) == (ev.kind, ev.peer, ev.secure, ev.connected_out)
+    assert isinstance(ev, Record) and ev.connect is not None
+    assert (Kind.CONNECT, peer, secure, out) == (ev.kind, ev.connect.peer, ev.connect.secure,
+                                                 ev.connect.outbound)
 
 
 def test_crlf_is_stripped_and_not_a_defect() -> None:
     """A CRLF file parses like an LF file."""
-    ev = parse((PREFIX + "C --> 250 OK\r").encode())
-    assert isinstance(ev, Event)
-    assert ("250 OK", None) == (ev.payload, ev.defect)
-    assert not ev.text.endswith("\r")
+    records, defects = parse_all((PREFIX + "C --> 250 OK\r").encode())
+    assert ("250 OK", []) == (records[0].payload, defects)
+    assert not records[0].text.endswith("\r")
 
 
 def test_invalid_utf8_is_kept_with_replacement_and_flagged() -> None:
-    """Latin-1 bytes survive as U+FFFD in text; the event says why it is not clean."""
-    ev = parse((PREFIX + "C --> 550 5.1.1 h").encode() + b"\xe9l\xe8ne unknown")
-    assert isinstance(ev, Event)
+    """Latin-1 bytes survive as U+FFFD in text; a defect at the same line says why it is not clean."""
+    (ev,), (defect,) = parse_all((PREFIX + "C --> 550 5.1.1 h").encode() + b"\xe9l\xe8ne unknown")
     assert "550 5.1.1 h\ufffdl\ufffdne unknown" == ev.payload
-    assert ev.defect is not None and "UTF-8" in ev.defect
-    assert ev.raw.endswith(b"\xe9l\xe8ne unknown")
+    assert "UTF-8" in defect.reason and (42, "7054286") == (defect.offset, defect.session_id)
 
 
 @pytest.mark.parametrize(

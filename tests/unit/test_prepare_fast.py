@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from shipper import documents, opensearch
 from shipper.documents import document_id, get_field, index_name
-from shipper.inputs import ParseOptions, ParseStats, iter_documents
 from shipper.opensearch import BatchBuilder, BulkBatch, BulkItem, BulkShipper, batches, prepare
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 
@@ -48,7 +48,7 @@ def golden_docs() -> list[dict[str, Any]]:
     docs = []
     for zone in ("America/New_York", "Asia/Kathmandu", "Pacific/Chatham"):
         options = ParseOptions(tz=ZoneInfo(zone), host_name="h1")
-        docs += list(iter_documents(sorted(str(p) for p in GOLDEN.glob("*.log")), options, ParseStats()))
+        docs += list(documents_of_files(sorted(str(p) for p in GOLDEN.glob("*.log")), options, ParseStats()))
     return docs
 
 

@@ -1,4 +1,4 @@
-"""Local timestamps → zone-aware datetimes: the per-minute and per-second caches give exactly
+"""Local timestamps → zone-aware datetimes (shipper.localtime): the per-minute cache gives exactly
 what building each datetime from its digits gives, DST changes included."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shipper.conversation import SessionAssembler
+from shipper.localtime import LocalTime
 
 ZONES = ["Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe", "UTC",
          "Europe/Dublin", "America/St_Johns"]
@@ -20,11 +20,11 @@ ZONES = ["Europe/Berlin", "America/New_York", "Asia/Kathmandu", "Australia/Lord_
        st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 12, 31)),
        st.sampled_from([timedelta(0), timedelta(hours=1), timedelta(minutes=30)]))
 def test_cached_times_equal_times_made_from_their_digits(zone: str, when: datetime, shift: timedelta) -> None:
-    asm = SessionAssembler(tz=ZoneInfo(zone))
+    times = LocalTime(ZoneInfo(zone))
     when = when.replace(microsecond=when.microsecond // 1000 * 1000)
     for t in (when, when + shift, when + timedelta(seconds=1), when):  # cached on the second pass
         ts = f"{t:%Y-%m-%d %H:%M:%S},{t.microsecond // 1000:03d}"
-        got = asm._time((ts, 0))
+        got = times.at(ts)
         want = datetime(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond,
                         tzinfo=ZoneInfo(zone))
         assert got == want

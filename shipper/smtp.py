@@ -1,0 +1,367 @@
+"""A session's records → a ``Session``: the SMTP state machine. Pure.
+
+The dialogue is followed the way the peers followed it:
+
+* Every command is queued and every final reply answers the oldest queued command
+  (RFC 5321 §4.1.1; with PIPELINING, RFC 2920 §3, a client sends MAIL, RCPTs and DATA before
+  the first reply arrives, and the replies come back in the same order).
+* ``250-...`` lines are continuations; the reply is complete at the line with a space or bare
+  code, whose code counts (RFC 5321 §4.2.1).
+* A reply with nothing queued before any other line is the greeting. ``354`` to DATA and ``334``
+  to AUTH are intermediate: the end-of-data reply (the body itself is not logged) or the next
+  AUTH step is then awaited first. The line the client sends after a ``334`` is a credential
+  and is redacted (RFC 4954 §4).
+* MAIL opens a transaction; RSET or a second MAIL abandons it (RFC 5321 §4.1.1.5). What each
+  recipient's path of replies means is ``shipper.verdicts``'s to say.
+* ``421`` ends the session (RFC 5321 §3.8): nothing after it decides.
+
+What a line is — a reply or a command — is decided in one place, ``_is_reply``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+from shipper import addresses, verdicts
+from shipper.localtime import LocalTime
+from shipper.model import (
+    Collected,
+    Direction,
+    Kind,
+    Outcome,
+    Recipient,
+    Record,
+    Session,
+    Stage,
+    Transaction,
+)
+from shipper.verdicts import ASSUMED_OK, Closing, RawReply
+
+REDACTED = "[redacted]"
+_PROTOCOL = Kind.PROTOCOL
+
+
+def is_reply_line(payload: str) -> bool:
+    """The shape of a reply line: ``^\\d{3}([ -]|$)`` (RFC 5321 §4.2)."""
+    c = payload[3:4]
+    return (c == " " or c == "-" or (c == "" and len(payload) == 3)) and payload[:3].isdecimal()
+
+
+def is_continuation(payload: str) -> bool:
+    """A reply line that is not the last of its reply: ``^\\d{3}-``."""
+    return payload[3:4] == "-" and payload[:3].isdecimal()
+
+
+def _is_reply(record: Record) -> bool:
+    """Whether a line of the dialogue is a reply (else it is a command)."""
+    return is_reply_line(record.payload)
+
+
+class _Step(enum.Enum):
+    """What a queued command awaits the reply to."""
+
+    GREETING = "greeting"
+    HELO = "helo"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    DOT = "dot"  # the end-of-data reply, after 354
+    BDAT = "bdat"
+    BDAT_LAST = "bdat-last"
+    OTHER = "other"  # RSET, NOOP, VRFY, QUIT, ...: their replies decide nothing (except 421)
+
+
+# The stage a step's reply decides, for the steps that decide one.
+_STAGES = {_Step.GREETING: Stage.CONNECT, _Step.HELO: Stage.HELO, _Step.STARTTLS: Stage.STARTTLS,
+           _Step.AUTH: Stage.AUTH, _Step.MAIL: Stage.MAIL, _Step.RCPT: Stage.RCPT,
+           _Step.DATA: Stage.DATA, _Step.DOT: Stage.DOT, _Step.BDAT: Stage.DATA,
+           _Step.BDAT_LAST: Stage.DOT}
+
+
+class _Rcpt:
+    __slots__ = ("address", "reply")
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.reply: RawReply | None = None
+
+
+class _Txn:
+    __slots__ = ("close", "data_reply", "dot_reply", "index", "mail_from", "mail_reply",
+                 "progress", "recipients")
+
+    def __init__(self, index: int, mail_from: str | None, assumed: bool = False) -> None:
+        self.index = index
+        self.mail_from = mail_from
+        self.mail_reply: RawReply | None = ASSUMED_OK if assumed else None
+        self.recipients: list[_Rcpt] = []
+        self.data_reply: RawReply | None = None
+        self.dot_reply: RawReply | None = None
+        self.progress = Stage.MAIL
+        self.close: Closing | None = None
+
+
+class _Pending:
+    """A queued command: the step it awaits, and the transaction or recipient it is about."""
+
+    __slots__ = ("rcpt", "step", "txn")
+
+    def __init__(self, step: _Step, txn: _Txn | None = None, rcpt: _Rcpt | None = None) -> None:
+        self.step = step
+        self.txn = txn
+        self.rcpt = rcpt
+
+
+_OTHER = _Pending(_Step.OTHER)  # shared: it carries no state
+
+
+class _Dialogue:
+    """One session's dialogue while it is followed."""
+
+    def __init__(self, lines: list[str], tls: bool) -> None:
+        self.lines = lines  # the transcript, redacted in place
+        self.tls = tls
+        self.helo: str | None = None
+        self.server_name: str | None = None
+        self.extensions: tuple[str, ...] = ()
+        self.queue: deque[_Pending] = deque()
+        self.txns: list[_Txn] = []
+        self.txn: _Txn | None = None  # the open (not abandoned) transaction
+        self.fail: Closing | None = None  # the first refusal outside a transaction
+        self.close: Closing | None = None  # the 421 that ended the session
+        self.progress = Stage.CONNECT
+        self.auth_next = False  # the next client line answers a 334 challenge
+        self.in_data = False  # between 354 and the end-of-data reply
+        self.talked = False  # a command or reply has been seen
+
+    # -- replies --------------------------------------------------------------------------------
+
+    def reply(self, r: RawReply) -> None:
+        """A complete reply: it answers the oldest queued command."""
+        self.in_data = False
+        if self.queue:
+            pending = self.queue.popleft()
+        elif not self.talked:
+            pending = _Pending(_Step.GREETING)
+        else:
+            pending = _Pending(_Step.OTHER)  # unsolicited (e.g. a 421 idle timeout)
+        self.talked = True
+        if self.close is not None:
+            return  # the server already ended the session: nothing after it decides
+        code = r[0]
+        if code[0] not in "2345":
+            return  # not an SMTP reply code (RFC 5321 §4.2.1): it answered, but decides nothing
+        txn = pending.txn
+        if pending.rcpt is not None:
+            pending.rcpt.reply = r
+        elif txn is not None:
+            self._transaction_reply(pending.step, txn, r)
+        else:
+            self._session_reply(pending.step, r)
+        if code == "421":
+            self._closed(r, pending)
+
+    def _transaction_reply(self, step: _Step, txn: _Txn, r: RawReply) -> None:
+        if step is _Step.MAIL:
+            txn.mail_reply = r
+        elif step is _Step.DATA:
+            txn.data_reply = r
+            if r[0] == "354":
+                self.queue.appendleft(_Pending(_Step.DOT, txn))
+                txn.progress = Stage.DOT
+                self.in_data = True
+        elif step is _Step.DOT:
+            txn.dot_reply = r
+        elif step is _Step.BDAT:
+            if txn.data_reply is None or txn.data_reply[0][0] in "23":
+                txn.data_reply = r
+        elif step is _Step.BDAT_LAST:
+            if txn.data_reply is None:
+                txn.data_reply = ASSUMED_OK
+            txn.dot_reply = r
+
+    def _session_reply(self, step: _Step, r: RawReply) -> None:
+        code = r[0]
+        positive = code[0] in "23"
+        if step is _Step.HELO:
+            if code[0] == "2":
+                self.extensions = tuple([t.strip() for t in r[1][1:] if t.strip()])
+                if self.server_name is None:
+                    self.server_name = addresses.first_word(r[1][0])
+            else:
+                self._refused(r, Stage.HELO)
+        elif step is _Step.GREETING:
+            if positive:  # a refusal's first word is its status code, not a name
+                self.server_name = addresses.first_word(r[1][0])
+            else:
+                self._refused(r, Stage.CONNECT)
+        elif step is _Step.STARTTLS:
+            if code == "220":
+                self.tls = True
+                self.extensions = ()  # RFC 3207 §4.2: the client must forget what it learned
+            else:
+                self._refused(r, Stage.STARTTLS)
+        elif step is _Step.AUTH:
+            if code == "334":
+                self.queue.appendleft(_Pending(_Step.AUTH))
+                self.auth_next = True
+            elif not positive:
+                self._refused(r, Stage.AUTH)
+
+    def _refused(self, r: RawReply, stage: Stage) -> None:
+        if self.fail is None:
+            self.fail = (r, stage)
+
+    def _closed(self, r: RawReply, pending: _Pending) -> None:
+        """A 421: the session is over, and the transactions it touched are closed by it."""
+        current = self.txn
+        stage = _STAGES.get(pending.step)
+        if stage is None:
+            stage = current.progress if current is not None else self.progress
+        self.close = (r, stage)
+        for t in (pending.txn, current):
+            if t is not None and t.close is None:
+                t.close = (r, stage)
+        self.queue.clear()
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def command(self, i: int, payload: str) -> None:
+        """The command on line ``i`` (a pending multi-line reply is already taken)."""
+        if self.auth_next:  # the client's answer to a 334 challenge is a credential
+            self.auth_next = False
+            self.lines[i] = _redact(self.lines[i], payload, REDACTED)
+            return
+        if self.in_data:
+            return  # a body line (Xeams does not log the body; a variant might)
+        self.talked = True
+        verb = payload[:4].upper()
+        if verb == "RCPT":
+            self._recipient(payload)
+        elif verb == "MAIL":
+            self.queue.append(_Pending(_Step.MAIL, self._new_txn(addresses.mail_address(payload))))
+        elif verb == "DATA" or verb == "BDAT":
+            self._data(verb, payload)
+        elif verb == "EHLO" or verb == "HELO":
+            self.helo = payload[5:].strip() or self.helo
+            self.progress = Stage.HELO
+            self.queue.append(_Pending(_Step.HELO))
+        elif verb == "STAR" and payload[:8].upper() == "STARTTLS":
+            self.progress = Stage.STARTTLS
+            self.queue.append(_Pending(_Step.STARTTLS))
+        elif verb == "AUTH":
+            words = payload.split(None, 2)
+            if len(words) > 2:  # AUTH mechanism initial-response (RFC 4954 §4)
+                self.lines[i] = _redact(self.lines[i], payload, f"{words[0]} {words[1]} {REDACTED}")
+            self.progress = Stage.AUTH
+            self.queue.append(_Pending(_Step.AUTH))
+        else:  # QUIT, NOOP, VRFY, EXPN, HELP, anything unknown: answered, decides nothing
+            if verb == "RSET":
+                self.txn = None
+            self.queue.append(_OTHER)
+
+    def _recipient(self, payload: str) -> None:
+        txn = self.txn
+        if txn is None:  # RCPT without a logged MAIL: the log began mid-transaction
+            txn = self._new_txn(None, assumed=True)
+        rcpt = _Rcpt(addresses.mail_address(payload) or "")
+        txn.recipients.append(rcpt)
+        if txn.progress is Stage.MAIL:
+            txn.progress = Stage.RCPT
+        self.queue.append(_Pending(_Step.RCPT, txn, rcpt))
+
+    def _data(self, verb: str, payload: str) -> None:
+        txn = self.txn
+        if txn is None:
+            self.queue.append(_OTHER)
+        elif verb == "DATA":
+            txn.progress = Stage.DATA
+            self.queue.append(_Pending(_Step.DATA, txn))
+        else:  # BDAT size [LAST] (RFC 3030 §2)
+            last = "LAST" in payload.upper().split()[2:]
+            txn.progress = Stage.DOT if last else Stage.DATA
+            self.queue.append(_Pending(_Step.BDAT_LAST if last else _Step.BDAT, txn))
+
+    def _new_txn(self, mail_from: str | None, assumed: bool = False) -> _Txn:
+        txn = _Txn(len(self.txns), mail_from, assumed)
+        self.txns.append(txn)
+        self.txn = txn
+        return txn
+
+
+def follow(collected: Collected, times: LocalTime) -> Session:
+    """Follow the dialogue of a finished session's records, in order, and judge it."""
+    records = collected.records
+    connect = collected.connect
+    d = _Dialogue([r.text for r in records], connect.secure if connect is not None else False)
+    parts: list[str] = []  # the texts of a multi-line reply so far
+    last_part = ""  # the last continuation line's payload (its code counts if the reply is cut)
+    for i, r in enumerate(records):
+        if r.kind is not _PROTOCOL:
+            continue
+        payload = r.payload
+        if _is_reply(r):
+            if payload[3:4] == "-":  # a continuation line: most reply lines are (EHLO)
+                parts.append(payload[4:])
+                last_part = payload
+            elif parts:  # the last line of a multi-line reply
+                parts.append(payload[4:])
+                d.reply((payload[:3], parts, r.timestamp, r.fold))
+                parts = []
+            else:  # a one-line reply: most replies are
+                d.reply((payload[:3], [payload[4:]], r.timestamp, r.fold))
+        else:
+            if parts:  # a multi-line reply interrupted by a command: take what came as the reply
+                d.reply((last_part[:3], parts, r.timestamp, r.fold))
+                parts = []
+            d.command(i, payload)
+    return _session(collected, d, times)
+
+
+def _session(collected: Collected, d: _Dialogue, times: LocalTime) -> Session:
+    remote_ip, peer_host = addresses.peer(collected.connect.peer if collected.connect else None)
+    if collected.direction is Direction.OUTBOUND:
+        remote_host = d.server_name or peer_host
+    else:
+        remote_host = d.helo or peer_host
+    first, last = collected.records[0], collected.records[-1]
+    start = times.at(first.timestamp, first.fold)
+    return Session(
+        session_id=collected.session_id,
+        direction=collected.direction,
+        path=collected.path,
+        offset=collected.offset,
+        files=dict(collected.files),
+        start=start,
+        end=start if last is first else times.at(last.timestamp, last.fold),
+        incomplete=collected.incomplete,
+        lines=tuple(d.lines),
+        remote_ip=remote_ip,
+        remote_host=remote_host,
+        helo=d.helo,
+        tls=d.tls,
+        extensions=d.extensions,
+        transactions=tuple([_transaction(t, times) for t in d.txns]),
+        outcome=None if d.txns else verdicts.session_outcome(d.fail, d.close, d.progress, times),
+    )
+
+
+def _transaction(t: _Txn, times: LocalTime) -> Transaction:
+    recipients = tuple([
+        Recipient(r.address, verdicts.path_outcome(
+            ((Stage.MAIL, t.mail_reply), (Stage.RCPT, r.reply), (Stage.DATA, t.data_reply),
+             (Stage.DOT, t.dot_reply)), t.progress, t.close, times))
+        for r in t.recipients])
+    if recipients:
+        outcome: Outcome = recipients[0].outcome
+    else:
+        outcome = verdicts.path_outcome(((Stage.MAIL, t.mail_reply),), Stage.MAIL, t.close, times)
+    return Transaction(t.index, t.mail_from, recipients, outcome)
+
+
+def _redact(text: str, payload: str, replacement: str) -> str:
+    """The logged line with its payload replaced (the prefix — time, id, tag — kept)."""
+    return text[: len(text) - len(payload)] + replacement
