@@ -29,6 +29,8 @@ from shipper.setup import Outcome, Step, StepReport
 log = logging.getLogger(__name__)
 
 SAVED_OBJECTS_TEMPLATE = "saved-objects.yml.j2"
+#: The outbound dashboard's id (after the prefix): the one the alerting monitors link to.
+OUTBOUND_DASHBOARD = "dashboard-overview"
 DEFAULT_PREFIX = "smtp-deliveries"
 DASHBOARDS_ENV = "SMTP_SHIPPER_DASHBOARDS_DIR"
 
@@ -211,6 +213,32 @@ def render_saved_objects(prefix: str) -> list[dict[str, Any]]:
         for dotted in STRING_ENCODED:
             _encode(obj["attributes"], dotted)
     return objects
+
+
+def dashboard_url(base: str, dashboard_id: str) -> str:
+    """Where Dashboards shows a saved dashboard (``SavedDashboard.getFullPath``:
+    ``/app/dashboards#/view/<id>``), below ``base`` (``dashboards.url``, any base path in it)."""
+    return f"{base.rstrip('/')}/app/dashboards#/view/{dashboard_id}"
+
+
+def alert_views(settings: Any) -> dict[str, Any]:
+    """The outbound dashboard and the panels that show what the alerting monitors count, for
+    their alert texts: titles as rendered (prefix suffix included), and the dashboard's URL
+    when ``dashboards.url`` is set (else None: the text names the dashboard instead)."""
+    prefix = settings.opensearch.index_prefix
+    titles = {o["id"]: o["attributes"]["title"] for o in render_saved_objects(prefix)}
+
+    def title(name: str) -> str:
+        return str(titles[f"smtp-shipper-{prefix}-{name}"])
+
+    board = f"smtp-shipper-{prefix}-{OUTBOUND_DASHBOARD}"
+    return {
+        "dashboard": title(OUTBOUND_DASHBOARD),
+        "url": dashboard_url(settings.dashboards.url, board) if settings.dashboards.url else None,
+        "verdicts": title("vis-verdict-share"),
+        "domains": title("vis-rejections-by-domain"),
+        "reasons": title("vis-reasons"),
+    }
 
 
 def to_ndjson(objects: Iterable[Mapping[str, Any]]) -> str:

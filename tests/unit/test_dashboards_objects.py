@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import dashboard_queries
 import pytest
 
-import dashboard_queries
 from shipper import dashboards
 from shipper.config import DashboardsSettings, Settings
 from shipper.errors import ConnectionFailed, RequestRefused
