@@ -408,6 +408,17 @@ def test_reasons_chart_lists_every_reason_on_a_readable_axis(lines):
         assert reason_control["options"]["size"] >= len(REASONS) and reason_control["options"]["dynamicOptions"] is False
 
 
+def test_titles_are_read_as_the_template_documents():
+    """The reading of tests/dashboard_queries.title_meaning, which the checks on real data
+    rely on, on titles the template writes."""
+    assert dashboard_queries.title_meaning("SMTP outbound rejections by recipient domain") == ("outbound", frozenset({"rejected"}))
+    assert dashboard_queries.title_meaning("SMTP inbound reply codes of rejections and deferrals") == ("inbound", frozenset({"rejected", "deferred"}))
+    assert dashboard_queries.title_meaning("SMTP inbound non-deliveries: rejected, deferred, failed") == ("inbound", dashboard_queries.NON_DELIVERED)
+    assert dashboard_queries.title_meaning("SMTP deliveries, both directions") == (None, dashboard_queries.VERDICTS)
+    with pytest.raises(AssertionError):
+        dashboard_queries.title_meaning("SMTP rejections by reason")  # the title before issue 17: no direction
+
+
 def test_two_prefixes_render_disjoint_ids_and_patterns():
     one = [json.loads(x) for x in dashboards.render_ndjson("mail-a").splitlines()]
     two = [json.loads(x) for x in dashboards.render_ndjson("mail-b").splitlines()]
