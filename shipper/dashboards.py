@@ -5,7 +5,8 @@ commented). Rendering turns the attributes Dashboards stores as JSON *strings* i
 and yields the NDJSON of Stack Management → Saved objects → Import. With ``dashboards.url``
 configured, ``smtp-shipper setup`` imports them through the saved objects API
 (``POST /api/saved_objects/_import?overwrite=true``); ids are stable, so a second import
-updates in place.
+updates in place. It then makes ``<prefix>-*`` the default index pattern when Dashboards has
+none (the advanced settings API, ``/api/opensearch-dashboards/settings``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from shipper.setup import Outcome, Step, StepReport
 log = logging.getLogger(__name__)
 
 SAVED_OBJECTS_TEMPLATE = "saved-objects.yml.j2"
+#: The outbound dashboard's id (after the prefix): the one the alerting monitors link to.
+OUTBOUND_DASHBOARD = "dashboard-overview"
 DEFAULT_PREFIX = "smtp-deliveries"
 DASHBOARDS_ENV = "SMTP_SHIPPER_DASHBOARDS_DIR"
 
@@ -74,10 +77,13 @@ def _filter_meta(kind: str, key: str, value: str, n: int, **extra: Any) -> dict[
     }
 
 
-def phrase_filter(key: str, value: str, n: int) -> dict[str, Any]:
-    """A filter pill ``key: value`` (the n-th filter of its search source)."""
+def phrase_filter(key: str, value: str, n: int, *, controlled_by: str | None = None) -> dict[str, Any]:
+    """A filter pill ``key: value`` (the n-th filter of its search source). ``controlled_by``
+    names the input control that shows the pill's value as its own: an input control finds
+    its filters by ``meta.controlledBy`` (OSD input_control_vis filter_manager.ts)."""
+    extra: dict[str, Any] = {"controlledBy": controlled_by} if controlled_by else {}
     return {
-        "meta": _filter_meta("phrase", key, value, n, params={"query": value}),
+        "meta": _filter_meta("phrase", key, value, n, params={"query": value}, **extra),
         "query": {"match_phrase": {key: value}},
         "$state": {"store": "appState"},
     }
@@ -166,7 +172,9 @@ def index_pattern_fields(prefix: str) -> list[dict[str, Any]]:
             "scripted": False, "searchable": True, "aggregatable": indexed, "readFromDocValues": indexed,
         }
         parent = name.rsplit(".", 1)[0]
-        if "." in name and types.get(parent) == "text":
+        if "." in name and parent in types:
+            # A multi-field of any parent (smtp.reply.text.keyword, email.to.address.lowercase),
+            # as OSD marks it when it reads _field_caps (an object parent is not in ``types``).
             spec["subType"] = {"multi": {"parent": parent}}
         fields.append(spec)
     meta = [{"count": 0, "scripted": False, **m} for m in _META_FIELDS]
@@ -205,6 +213,32 @@ def render_saved_objects(prefix: str) -> list[dict[str, Any]]:
         for dotted in STRING_ENCODED:
             _encode(obj["attributes"], dotted)
     return objects
+
+
+def dashboard_url(base: str, dashboard_id: str) -> str:
+    """Where Dashboards shows a saved dashboard (``SavedDashboard.getFullPath``:
+    ``/app/dashboards#/view/<id>``), below ``base`` (``dashboards.url``, any base path in it)."""
+    return f"{base.rstrip('/')}/app/dashboards#/view/{dashboard_id}"
+
+
+def alert_views(settings: Any) -> dict[str, Any]:
+    """The outbound dashboard and the panels that show what the alerting monitors count, for
+    their alert texts: titles as rendered (prefix suffix included), and the dashboard's URL
+    when ``dashboards.url`` is set (else None: the text names the dashboard instead)."""
+    prefix = settings.opensearch.index_prefix
+    titles = {o["id"]: o["attributes"]["title"] for o in render_saved_objects(prefix)}
+
+    def title(name: str) -> str:
+        return str(titles[f"smtp-shipper-{prefix}-{name}"])
+
+    board = f"smtp-shipper-{prefix}-{OUTBOUND_DASHBOARD}"
+    return {
+        "dashboard": title(OUTBOUND_DASHBOARD),
+        "url": dashboard_url(settings.dashboards.url, board) if settings.dashboards.url else None,
+        "verdicts": title("vis-verdict-share"),
+        "domains": title("vis-rejections-by-domain"),
+        "reasons": title("vis-reasons"),
+    }
 
 
 def to_ndjson(objects: Iterable[Mapping[str, Any]]) -> str:
@@ -294,9 +328,7 @@ class DashboardsClient:
                 hint="check dashboards.username and the password (dashboards.password_file / password_env)",
             )
         if response.status_code >= 400:
-            raise RequestRefused(
-                f"OpenSearch Dashboards: {method} {path} answered HTTP {response.status_code}: {response.text[:500]}"
-            )
+            raise DashboardsRefused(method, path, response.status_code, _error_message(response))
         return response.json()
 
     def bulk_get(self, objects: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -304,18 +336,63 @@ class DashboardsClient:
         return list(self._request("POST", "/api/saved_objects/_bulk_get", json=body)["saved_objects"])
 
     def import_ndjson(self, ndjson: str, *, filename: str = "smtp-shipper.ndjson") -> ImportResult:
-        """Import with overwrite. The API answers 200 even when objects fail: check ``success``."""
-        answer = self._request(
-            "POST",
-            "/api/saved_objects/_import",
-            params={"overwrite": "true"},
-            files={"file": (filename, ndjson.encode("utf-8"), "application/ndjson")},
-        )
+        """Import with overwrite. The API answers 200 even when objects fail: check ``success``.
+
+        An object of a newer Dashboards (a ``migrationVersion`` above what this one knows) is
+        not one failed object among others: the document migrator throws while the import
+        builds its bulk request (``Boom.badData``, document_migrator.ts), before anything is
+        written, and the API answers 422 for the whole file. That is said here as such."""
+        try:
+            answer = self._request(
+                "POST",
+                "/api/saved_objects/_import",
+                params={"overwrite": "true"},
+                files={"file": (filename, ndjson.encode("utf-8"), "application/ndjson")},
+            )
+        except DashboardsRefused as exc:
+            if exc.status != 422:
+                raise
+            raise RequestRefused(
+                f"OpenSearch Dashboards at {self.base} refused the whole import, nothing was imported "
+                f"(HTTP 422): {exc.detail}",
+                hint="an object belongs to a newer Dashboards than this one (its migrationVersion); "
+                "smtp-shipper writes OpenSearch Dashboards 2.x objects, see docs/dashboards.md",
+            ) from exc
         return ImportResult(
             success=bool(answer.get("success")),
             success_count=int(answer.get("successCount", 0)),
             errors=list(answer.get("errors", [])),
         )
+
+
+    def user_settings(self) -> dict[str, Any]:
+        """The advanced settings set by users, ``{key: {"userValue": ...}}``
+        (``GET /api/opensearch-dashboards/settings``: ui_settings/routes/get.ts)."""
+        return dict(self._request("GET", "/api/opensearch-dashboards/settings").get("settings", {}))
+
+    def set_settings(self, changes: Mapping[str, Any]) -> None:
+        """``POST /api/opensearch-dashboards/settings`` with ``{"changes": ...}`` (set_many.ts)."""
+        self._request("POST", "/api/opensearch-dashboards/settings", json={"changes": dict(changes)})
+
+
+class DashboardsRefused(RequestRefused):
+    """Dashboards answered an HTTP error; ``status`` and ``detail`` (its message) kept apart."""
+
+    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+        super().__init__(f"OpenSearch Dashboards: {method} {path} answered HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def _error_message(response: requests.Response) -> str:
+    """The ``message`` of Dashboards' JSON error body (a Boom payload), else the text, cut."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return str(body["message"])[:500]
+    return response.text[:500]
 
 
 def _decoded(attributes: Mapping[str, Any], *, type_: str) -> dict[str, Any]:
@@ -376,9 +453,51 @@ class SavedObjectsImport:
             raise RequestRefused(
                 f"OpenSearch Dashboards imported {result.success_count} of {len(objects)} saved objects; "
                 + "; ".join(result.describe_errors()),
-                hint="an object of a newer Dashboards version, or a missing reference; see docs/dashboards.md",
+                hint="each object is listed with its error (a missing reference, an unsupported type); see docs/dashboards.md",
             )
         return StepReport(self.name, outcome, detail, dry_run)
+
+
+def index_pattern_id(prefix: str) -> str:
+    """The id of the index pattern ``<prefix>-*`` in the saved objects."""
+    return f"smtp-shipper-{prefix}-index-pattern"
+
+
+class DefaultIndexPattern:
+    """Setup step: make ``<prefix>-*`` Dashboards' default index pattern when it has none.
+
+    Discover opens on the default index pattern. A default set by someone is left alone; one
+    naming an index pattern that no longer exists counts as none (Dashboards itself would
+    pick the first pattern it finds). Runs after the import, so the pattern exists."""
+
+    SETTING = "defaultIndex"
+
+    def __init__(self, settings: Any, *, client: DashboardsClient | None = None) -> None:
+        self.prefix = settings.opensearch.index_prefix
+        self.pattern_id = index_pattern_id(self.prefix)
+        self.name = f"dashboards default index pattern {self.prefix}-*"
+        self._client = client or DashboardsClient(settings.dashboards, timeout=float(settings.opensearch.timeout))
+
+    def _current(self) -> str | None:
+        """The default index pattern's id when it is set and names an existing pattern."""
+        current = self._client.user_settings().get(self.SETTING) or {}
+        value = current.get("userValue")
+        if not value:
+            return None
+        if value == self.pattern_id:
+            return str(value)
+        (found,) = self._client.bulk_get([{"type": "index-pattern", "id": value}])
+        return None if "error" in found else str(value)
+
+    def run(self, *, dry_run: bool) -> StepReport:
+        current = self._current()
+        if current == self.pattern_id:
+            return StepReport(self.name, Outcome.UNCHANGED, "already the default", dry_run)
+        if current is not None:
+            return StepReport(self.name, Outcome.UNCHANGED, f"Dashboards has another default ({current}); left as it is", dry_run)
+        if not dry_run:
+            self._client.set_settings({self.SETTING: self.pattern_id})
+        return StepReport(self.name, Outcome.CREATED, "Dashboards had no default index pattern", dry_run)
 
 
 @dataclass(frozen=True)
@@ -391,9 +510,14 @@ class _Skipped:
 
 
 def setup_steps(settings: Any, client: Any = None) -> list[Step]:
-    """The saved-objects import step, or a skipped step saying why (``client`` is unused:
-    Dashboards is reached over its own URL, not through the OpenSearch client)."""
+    """The saved-objects import and the default index pattern, or a skipped step saying why
+    (``client`` is unused: Dashboards is reached over its own URL, not through the OpenSearch
+    client)."""
     name = f"dashboards saved objects for {settings.opensearch.index_prefix}-*"
     if not settings.dashboards.url:
         return [_Skipped(name, "dashboards.url not set; `setup --export DIR` writes the NDJSON to import by hand")]
-    return [SavedObjectsImport(settings)]
+    dashboards_client = DashboardsClient(settings.dashboards, timeout=float(settings.opensearch.timeout))
+    return [
+        SavedObjectsImport(settings, client=dashboards_client),
+        DefaultIndexPattern(settings, client=dashboards_client),
+    ]

@@ -26,7 +26,7 @@ import jinja2
 import yaml
 from opensearchpy import exceptions as os_exc
 
-from shipper.dashboards import assets_dir
+from shipper.dashboards import alert_views, assets_dir
 from shipper.errors import ConnectionFailed, RequestRefused
 from shipper.setup import Outcome, Step, StepReport, has_plugin, installed_plugins
 
@@ -52,6 +52,7 @@ def render_monitors(settings: Any) -> list[dict[str, Any]]:
         prefix=settings.opensearch.index_prefix,
         alerting=settings.alerting,
         channel_id=settings.alerting.channel_id,
+        views=alert_views(settings),  # the dashboard and panels the alert texts name and link to
     )
     monitors: list[dict[str, Any]] = yaml.safe_load(text)
     for body in monitors:
