@@ -7,7 +7,8 @@ section's defaults. ``shipper.config`` derives the schema from these classes, so
 exactly when a field declares it, and attribute names are the YAML keys.
 
 Secrets are never stored: ``OpenSearchSettings.password()`` reads the password file or the
-environment variable when called (a rotated file is picked up), and every ``repr`` shows ``'***'`` in the password's place.
+environment variable when called (a rotated file is picked up), refuses a password file that
+group or others may access, and every ``repr`` shows ``'***'`` in the password's place.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Literal, TypeVar
 
 from shipper import settings_checks as c
 from shipper.errors import ConfigError
-from shipper.settings_checks import MASK, Check, Context, KeyPath
+from shipper.settings_checks import MASK, Check, Context, Invalid, KeyPath
 from shipper.settings_checks import PASSWORD_ENV as PASSWORD_ENV  # part of this module's API
 
 T = TypeVar("T")
@@ -73,11 +74,15 @@ def _masked_repr(obj: OpenSearchSettings | DashboardsSettings) -> str:
 
 
 def read_password(owner: str, password_file: Path | None, password_env: str | None, environ: Mapping[str, str]) -> str | None:
-    """The password from ``password_file``, else from the variable named
+    """The password from ``password_file`` (private to its owner), else from the variable named
     by ``password_env``; None when neither is set. ConfigError names ``owner``'s key otherwise."""
     if password_file is not None:
         try:
-            text = password_file.read_text(encoding="utf-8")
+            with open(password_file, encoding="utf-8") as fh:
+                c.private_mode(password_file, os.fstat(fh.fileno()).st_mode)  # the file we read, not its name
+                text = fh.read()
+        except Invalid as exc:
+            raise ConfigError(f"{owner}.password_file: {exc.message}", hint=exc.hint) from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ConfigError(f"{owner}.password_file: cannot read {password_file}: {reason}") from None

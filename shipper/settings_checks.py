@@ -12,6 +12,7 @@ import difflib
 import json
 import os
 import re
+import shlex
 import ssl
 import stat
 import zoneinfo
@@ -257,6 +258,17 @@ NO_PASSWORD = (
 )
 
 
+def private_mode(path: Path, mode: int) -> None:
+    """A password file must be private to its owner, as ssh requires of a private key: any
+    permission for group or others is refused (whoever runs us, root included)."""
+    if mode & 0o077:
+        who = " and ".join(w for w, bits in (("its group", 0o070), ("other users", 0o007)) if mode & bits)
+        raise Invalid(
+            f"password file {path} is accessible by {who} (mode {stat.S_IMODE(mode):04o}); it must be private to its owner",
+            f"make it private: chmod 600 {shlex.quote(str(path))} (and chown it to the service's user if it is not the owner)",
+        )
+
+
 # --------------------------------------------------------------------------- files and paths
 
 
@@ -286,6 +298,8 @@ def file(kind: str, *, secret: bool = False, pem: bool = False) -> Check[Path]:
             raise Invalid(f"{kind} {p}: permission denied", "run check-config as the service's user") from None
         if not stat.S_ISREG(st.st_mode):
             raise Invalid(f"{kind} {p} is not a regular file", relative_hint)
+        if secret:
+            private_mode(p, st.st_mode)
         try:
             with open(p, "rb") as fh:
                 head = fh.read(1 << 20)
@@ -294,11 +308,8 @@ def file(kind: str, *, secret: bool = False, pem: bool = False) -> Check[Path]:
                 f"{kind} {p} is not readable by user {user()}",
                 "give the service's user read access (chown/chmod), or run check-config as that user",
             ) from None
-        if secret:
-            if not head.strip():
-                raise Invalid(f"{kind} {p} is empty", "write the password into it (one line)")
-            if st.st_mode & stat.S_IROTH:
-                ctx.warn(path, f"{p} is readable by every user on this machine; chmod 600 (or 640 for a group) it")
+        if secret and not head.strip():
+            raise Invalid(f"{kind} {p} is empty", "write the password into it (one line)")
         if pem:
             try:
                 ssl.create_default_context(cafile=str(p))

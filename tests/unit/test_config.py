@@ -26,7 +26,7 @@ EXAMPLE = ROOT / "deploy" / "smtp-shipper.example.yml"
 NO_ROOM_FOR_COMMENT = {"empty.yml": ["empty.yml: the file is empty"]}
 # Git keeps no permission bits but the executable one: the fixtures' files get their modes here.
 # Files in files/ are private (0600) unless listed.
-FIXTURE_MODES: dict[str, int] = {}
+FIXTURE_MODES = {"open-password": 0o644}
 
 
 @pytest.fixture(autouse=True)
@@ -285,17 +285,59 @@ def test_secret_values_never_reach_error_messages(tmp_path: Path) -> None:
     assert "Hunter2x" not in str(info.value)
 
 
-def test_world_readable_password_file_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """mode 644 on the password file warns (and logs); mode 600 is quiet."""
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o620])
+def test_password_file_open_to_others_is_refused(tmp_path: Path, mode: int) -> None:
+    """Any permission for group or others refuses the file, as ssh refuses a private key; the
+    problem names the file and its mode and gives the chmod to run. Only the mode counts: root,
+    who could read it anyway, is refused too."""
+    cfg = secret_config(tmp_path)
+    (tmp_path / "pw").chmod(mode)
+    [problem] = problems_of(cfg)
+    assert f"{cfg}:3" == problem.where and "opensearch.password_file" == problem.key
+    assert f"password file {tmp_path / 'pw'} is accessible by " in problem.message
+    assert f"(mode {mode:04o})" in problem.message
+    assert problem.hint is not None and f"chmod 600 {tmp_path / 'pw'} " in problem.hint
+
+
+def test_private_password_file_is_quiet(tmp_path: Path) -> None:
+    """Modes 600 and 400 load without a warning."""
     cfg = secret_config(tmp_path)
     assert () == config.load(cfg, env={}).warnings
+    (tmp_path / "pw").chmod(0o400)
+    assert "s3cret-Pa55" == config.load(cfg, env={}).opensearch.password()
+
+
+def test_password_file_opened_up_after_load_is_refused_when_read(tmp_path: Path) -> None:
+    """The mode is checked again when the password is read (the daemon reconnecting, a rotated
+    file): a ConfigError (exit 3) with the same words, for OpenSearch and Dashboards alike."""
+    pw = write(tmp_path / "pw", "s3cret-Pa55\n")
+    pw.chmod(0o600)
+    cfg = write(tmp_path / "c.yml", "opensearch:\n  username: u\n  password_file: pw\ndashboards:\n  password_file: pw\n")
+    s = config.load(cfg, env={})
+    pw.chmod(0o644)
+    for section, read in (("opensearch", s.opensearch.password), ("dashboards", s.dashboards.password)):
+        with pytest.raises(ConfigError) as info:
+            read()
+        assert info.value.message.startswith(f"{section}.password_file: password file {pw} is accessible by its group and other users (mode 0644)")
+        assert info.value.hint is not None and f"chmod 600 {pw}" in info.value.hint
+        assert "s3cret-Pa55" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["check-config"], ["run", "--once"], ["setup"], ["backfill", "--no-progress", "x.log"], ["trace", "a@b.c"], ["status"]],
+    ids=lambda argv: argv[0],
+)
+def test_every_command_refuses_an_open_password_file(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each command loads the configuration before doing anything else: exit status 3 and the
+    chmod to run, before any connection is tried (the host here would refuse one)."""
+    cfg = secret_config(tmp_path)
     (tmp_path / "pw").chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="shipper.config"):
-        s = config.load(cfg, env={})
-    assert 1 == len(s.warnings)
-    assert "is readable by every user on this machine" in s.warnings[0]
-    assert s.warnings[0].startswith(f"{cfg}:3: opensearch.password_file: ")
-    assert [s.warnings[0]] == [r.getMessage() for r in caplog.records]
+    code = main([*argv, "--config", str(cfg), "--opensearch", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert ExitStatus.CONFIG == code, err
+    assert f"error: {cfg}:3: opensearch.password_file: password file {tmp_path / 'pw'} is accessible" in err
+    assert f"chmod 600 {tmp_path / 'pw'}" in err
 
 
 def test_other_warnings(tmp_path: Path) -> None:

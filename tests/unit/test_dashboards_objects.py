@@ -460,6 +460,7 @@ def test_without_url_the_step_is_skipped_with_the_reason(tmp_path):
 def test_first_import_creates_then_second_is_unchanged(fake_dashboards, tmp_path):
     password = tmp_path / "pw"
     password.write_text("s3cret\n")
+    password.chmod(0o600)  # a password file open to others is refused
     settings = _settings(fake_dashboards.url, tmp_path, username="admin", password_file=password, tenant="global")
     first = _steps(settings).run(dry_run=False)
     assert first.outcome is Outcome.CREATED
