@@ -53,6 +53,7 @@ from shipper.progress import Progress, format_duration
 from shipper.reasons import Classifier
 from shipper.settings import DEAD_LETTER_FILE
 from shipper.setup import names, template_installed
+from shipper.terminal import printable
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     print(summary(stats, result, elapsed, dead_path), file=sys.stdout)
     if stats.defects and stats.kept_defects:
-        print(f"first defect: {stats.kept_defects[0]}", file=sys.stderr)
+        print(printable(f"first defect: {stats.kept_defects[0]}"), file=sys.stderr)
     return int(ExitStatus.OK)
 
 

@@ -15,6 +15,7 @@ from shipper import formats
 from shipper.errors import ConfigError, ExitStatus, ShipperError
 from shipper.inputs import ParseOptions, ParseStats, iter_documents, resolve_zone
 from shipper.model import Defect, Direction
+from shipper.terminal import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _warn(defect: Defect) -> None:
-    print(f"warning: {defect}", file=sys.stderr)
+    print(printable(f"warning: {defect}"), file=sys.stderr)
 
 
 def options_from_args(args: argparse.Namespace) -> ParseOptions:
