@@ -27,7 +27,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Final, TypeVar, cast
 
 import yaml
 
@@ -159,12 +159,12 @@ _FAILED: Final = object()  # a key whose problem is already recorded
 _COMPUTED: Final = object()  # a key left to its machine-dependent default
 
 
-def _keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
+def _keys(cls: type) -> dict[str, dataclasses.Field[object]]:
     """The fields of a settings class that are configuration keys, by name."""
     return {f.name: f for f in dataclasses.fields(cls) if f.metadata.keys() & {CHECK, SECTION, ITEMS}}
 
 
-def _section_default(f: dataclasses.Field[Any]) -> object:
+def _section_default(f: dataclasses.Field[object]) -> object:
     """The section with its defaults, from the factory every ``section()`` field has."""
     if f.default_factory is MISSING:
         raise TypeError(f"{f.name} is declared as a section without a factory")
@@ -205,7 +205,7 @@ def _other_keys(raw: dict[object, object], known: Mapping[str, object], path: Ke
             ctx.problem(here, "unknown key", _unknown_key_hint(name, known, path))
 
 
-def _value(f: dataclasses.Field[Any], raw: dict[object, object], path: KeyPath, ctx: _Ctx, defaults: object) -> object:
+def _value(f: dataclasses.Field[object], raw: dict[object, object], path: KeyPath, ctx: _Ctx, defaults: object) -> object:
     """One key of a section: validated, its default, or _FAILED; ``defaults`` is the section's
     default instance (None for a list item, whose keys have their field defaults)."""
     name, here = f.name, path + (f.name,)
