@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from shipper import __version__
 from shipper.errors import ExitStatus, ShipperError
+from shipper.terminal import PrintableFormatter, printable
 
 # command name → (module, one-line help). Order is the order of `--help`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,12 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not logging.getLogger().handlers:
-        level = logging.WARNING - 10 * min(args.verbose, 2)
-        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler()
+        handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), handlers=[handler])
     try:
         return int(args._run(args))
     except ShipperError as exc:
-        print(f"smtp-shipper {args.command}: error: {exc}", file=sys.stderr)
+        # A message may quote what a peer wrote (a --strict defect, OpenSearch refusing a value).
+        print(printable(f"smtp-shipper {args.command}: error: {exc}", keep_newlines=True), file=sys.stderr)
         return int(exc.exit_status)
     except KeyboardInterrupt:
         print(f"smtp-shipper {args.command}: interrupted", file=sys.stderr)

@@ -38,17 +38,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 import opensearchpy
 from opensearchpy import OpenSearch
 
 from shipper.documents import document_id, index_name
 from shipper.errors import ConnectionFailed, RequestRefused, ShipperError
+from shipper.settings import PASSWORD_ENV, OpenSearchSettings, Settings
 
 log = logging.getLogger(__name__)
-
-PASSWORD_ENV = "SMTP_SHIPPER_OPENSEARCH_PASSWORD"
 
 # Only what we read from a bulk response: less JSON for OpenSearch to write and for us to parse.
 BULK_FILTER_PATH = "errors,items.*.status,items.*.error"
@@ -69,20 +68,8 @@ def display_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def display_hosts(opensearch_settings: Any) -> str:
+def display_hosts(opensearch_settings: OpenSearchSettings) -> str:
     return ", ".join(display_url(h) for h in opensearch_settings.hosts)
-
-
-def resolve_password(opensearch_settings: Any) -> str | None:
-    """The password: ``OpenSearchSettings.password()`` reads it at call time from
-    ``SMTP_SHIPPER_OPENSEARCH_PASSWORD``, ``password_file`` or ``password_env``."""
-    password = getattr(opensearch_settings, "password", None)
-    if callable(password):
-        value = password()
-        return None if value is None else str(value)
-    if isinstance(password, str):  # a plain namespace in tests
-        return password
-    return os.environ.get(PASSWORD_ENV) or None
 
 
 def _host_dict(url: str) -> tuple[dict[str, Any], tuple[str, str] | None]:
@@ -103,8 +90,10 @@ def _host_dict(url: str) -> tuple[dict[str, Any], tuple[str, str] | None]:
     return host, creds
 
 
-def make_client(opensearch_settings: Any, **overrides: Any) -> OpenSearch:
-    """An opensearch-py client from the ``opensearch`` section of the settings.
+def make_client(opensearch_settings: OpenSearchSettings, **overrides: Any) -> OpenSearch:
+    """An opensearch-py client from the ``opensearch`` section of the settings; the password is
+    read now (``OpenSearchSettings.password()``: a ConfigError if its file went missing or was
+    opened up to others).
 
     Retries are ours (``BulkShipper``), so the transport only fails over between hosts.
     """
@@ -115,29 +104,23 @@ def make_client(opensearch_settings: Any, **overrides: Any) -> OpenSearch:
         host, creds = _host_dict(url)
         hosts.append(host)
         url_creds = url_creds or creds
-    username = getattr(s, "username", None)
-    auth = None
-    if username:
-        auth = (username, resolve_password(s) or "")
-    elif url_creds:
-        auth = url_creds
-    verify = bool(getattr(s, "verify_certs", True))
+    auth = (s.username, s.password() or "") if s.username else url_creds
     kwargs: dict[str, Any] = {
         "hosts": hosts,
         "http_auth": auth,
-        "verify_certs": verify,
+        "verify_certs": s.verify_certs,
         "ssl_show_warn": False,  # one warning of ours at start instead of one per request
-        "ca_certs": _str_or_none(getattr(s, "ca_certs", None)),
-        "client_cert": _str_or_none(getattr(s, "client_cert", None)),
-        "client_key": _str_or_none(getattr(s, "client_key", None)),
-        "timeout": getattr(s, "timeout", 30),
-        "http_compress": bool(getattr(getattr(s, "bulk", None), "compression", False)),
+        "ca_certs": _str_or_none(s.ca_certs),
+        "client_cert": _str_or_none(s.client_cert),
+        "client_key": _str_or_none(s.client_key),
+        "timeout": s.timeout,
+        "http_compress": s.bulk.compression,
         "max_retries": max(len(hosts) - 1, 0),
         "retry_on_status": (),
         "retry_on_timeout": len(hosts) > 1,
     }
     _quiet_library_logger()
-    if not verify and any(h["use_ssl"] for h in hosts):
+    if not s.verify_certs and any(h["use_ssl"] for h in hosts):
         log.warning("opensearch.verify_certs is false: the server's TLS certificate is not checked")
     kwargs.update(overrides)
     return OpenSearch(**kwargs)
@@ -151,7 +134,7 @@ def _quiet_library_logger() -> None:
         library.setLevel(logging.ERROR)
 
 
-def _str_or_none(value: Any) -> str | None:
+def _str_or_none(value: Path | None) -> str | None:
     return None if value is None else str(value)
 
 
@@ -239,7 +222,7 @@ def _error_reason(exc: opensearchpy.TransportError) -> str:
 
 
 @contextlib.contextmanager
-def translate_errors(opensearch_settings: Any, action: str = "") -> Iterator[None]:
+def translate_errors(opensearch_settings: OpenSearchSettings, action: str = "") -> Iterator[None]:
     """Run a block of client calls; opensearch-py exceptions leave it as our errors."""
     try:
         yield
@@ -247,9 +230,9 @@ def translate_errors(opensearch_settings: Any, action: str = "") -> Iterator[Non
         raise describe_exception(exc, display_hosts(opensearch_settings), action) from None
 
 
-def resolve_replicas(setting: Any, client: OpenSearch) -> int:
+def resolve_replicas(setting: int | Literal["auto"], client: OpenSearch) -> int:
     """``auto``: 0 on a one-node cluster (a replica could never be allocated), else 1."""
-    if setting is None or str(setting) == "auto":
+    if setting == "auto":
         nodes = client.cluster.health()["number_of_data_nodes"]
         return 0 if int(nodes) <= 1 else 1
     return int(setting)
@@ -528,7 +511,7 @@ class BulkShipper:
     def __init__(
         self,
         client: OpenSearch,
-        settings: Any,
+        settings: Settings | OpenSearchSettings,
         dead_letter_path: str | os.PathLike[str],
         *,
         max_retries: int | EllipsisType | None = ...,
@@ -536,7 +519,7 @@ class BulkShipper:
         sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        os_settings = getattr(settings, "opensearch", settings)  # whole Settings or its section
+        os_settings = settings.opensearch if isinstance(settings, Settings) else settings
         self._client = client
         self._settings = os_settings
         self._bulk = os_settings.bulk

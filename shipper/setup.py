@@ -32,6 +32,7 @@ from opensearchpy import OpenSearch
 
 from shipper.assets import asset_dir
 from shipper.errors import ConfigError, ShipperError
+from shipper.settings import Settings
 
 
 class Outcome(enum.Enum):
@@ -269,9 +270,9 @@ class IsmPolicyStep:
         return StepReport(self.name, outcome, detail, dry_run=dry_run)
 
 
-def index_steps(settings: Any, client: OpenSearch, plugins: frozenset[str] | None = None) -> list[Step]:
+def index_steps(settings: Settings, client: OpenSearch, plugins: frozenset[str] | None = None) -> list[Step]:
     """The steps of this module: component templates, index template, ISM policy."""
-    s = getattr(settings, "opensearch", settings)
+    s = settings.opensearch
     from shipper.opensearch import resolve_replicas
 
     replicas = resolve_replicas(s.replicas, client)
@@ -285,7 +286,7 @@ def index_steps(settings: Any, client: OpenSearch, plugins: frozenset[str] | Non
         ComponentTemplateStep(client, n["settings"], bodies["settings"], f"{replicas} replicas, refresh {s.refresh_interval}"),
         ComponentTemplateStep(client, n["mappings"], bodies["mappings"], "field types"),
         IndexTemplateStep(client, n["index_template"], bodies["index_template"]),
-        IsmPolicyStep(client, n["ism_policy"], bodies["ism_policy"], plugins, int(s.retention_days)),
+        IsmPolicyStep(client, n["ism_policy"], bodies["ism_policy"], plugins, s.retention_days),
     ]
 
 

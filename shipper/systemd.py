@@ -18,6 +18,8 @@ import time
 from collections.abc import Mapping
 from typing import TextIO
 
+from shipper.terminal import PrintableFormatter, printable
+
 log = logging.getLogger(__name__)
 
 # sd-daemon(3) priorities
@@ -73,7 +75,8 @@ class Notifier:
         return self.notify(**fields)
 
     def status(self, text: str) -> bool:
-        return self.notify(STATUS=text)
+        # The status line carries the last error, which may quote a peer (systemctl status shows it).
+        return self.notify(STATUS=printable(text))
 
     def stopping(self, status: str | None = None) -> bool:
         fields: dict[str, str | int] = {"STOPPING": 1}
@@ -133,7 +136,7 @@ def under_systemd(env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get("JOURNAL_STREAM") or env.get("INVOCATION_ID"))
 
 
-class JournalFormatter(logging.Formatter):
+class JournalFormatter(PrintableFormatter):
     """``<N>logger: message`` — the journal adds time, host and unit itself."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -152,7 +155,7 @@ def setup_logging(level: str | int = "info", *, env: Mapping[str, str] | None = 
     if under_systemd(env):
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(PrintableFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)

@@ -46,11 +46,12 @@ from shipper.opensearch import (
 from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 from shipper.progress import Progress, format_duration
 from shipper.reasons import Classifier
+from shipper.settings import DEAD_LETTER_FILE
 from shipper.setup import names, template_installed
+from shipper.terminal import printable
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_FILE = "dead-letter.ndjson"  # the daemon's name too: one file per state_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,12 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_config_argument(parser)
 
 
-def parse_options(args: argparse.Namespace, settings: Any) -> ParseOptions:
+def parse_options(args: argparse.Namespace, settings: config.Settings) -> ParseOptions:
     try:
         tz = resolve_zone(args.timezone)
     except ValueError as exc:
         raise ConfigError(f"--timezone: {exc}") from None
-    classifier = Classifier.from_files(tuple(settings.reasons.rules_files))
+    classifier = Classifier.from_files(settings.reasons.rules_files)
     return ParseOptions(
         format=args.format,
         direction=None if args.direction == "auto" else Direction(args.direction),
@@ -123,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     options = parse_options(args, settings)
     files = expand_paths(args.files)  # InputError (exit 4) before touching the cluster
     sizes = {p: logical_size(p) for p in files if p != STDIN}
-    dead_path = Path(args.dead_letters) if args.dead_letters else Path(settings.state_dir) / DEAD_LETTER_FILE
+    dead_path = Path(args.dead_letters) if args.dead_letters else settings.dead_letter_path
 
     client = make_client(os_settings)
     with translate_errors(os_settings, "checking the index template"):
@@ -150,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.monotonic() - started
     print(summary(stats, result, elapsed, dead_path), file=sys.stdout)
     if stats.defects and stats.kept_defects:
-        print(f"first defect: {stats.kept_defects[0]}", file=sys.stderr)
+        print(printable(f"first defect: {stats.kept_defects[0]}"), file=sys.stderr)
     return int(ExitStatus.OK)
 
 

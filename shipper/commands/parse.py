@@ -16,6 +16,7 @@ from shipper.errors import ConfigError, ExitStatus, ShipperError
 from shipper.localtime import resolve_zone
 from shipper.model import Defect, Direction
 from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
+from shipper.terminal import printable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _warn(defect: Defect) -> None:
-    print(f"warning: {defect}", file=sys.stderr)
+    print(printable(f"warning: {defect}"), file=sys.stderr)
 
 
 def options_from_args(args: argparse.Namespace) -> ParseOptions:

@@ -9,7 +9,6 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from shipper import config, dashboards, monitors
 from shipper.errors import ExitStatus
@@ -30,10 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def export(settings: Any, directory: Path) -> list[Path]:
+def export(settings: config.Settings, directory: Path) -> list[Path]:
     """Render every body into ``directory`` (replicas ``auto`` is written as 1: no cluster to ask)."""
     s = settings.opensearch
-    replicas = 1 if str(s.replicas) == "auto" else int(s.replicas)
+    replicas = 1 if s.replicas == "auto" else s.replicas
     bodies = rendered_bodies(
         s.index_prefix, replicas=replicas, refresh_interval=s.refresh_interval, retention_days=s.retention_days
     )

@@ -15,6 +15,7 @@ from typing import Any
 
 from shipper import config
 from shipper.errors import ExitStatus, ShipperError
+from shipper.terminal import printable
 
 
 class StatusUnavailable(ShipperError):
@@ -46,7 +47,7 @@ def _running(pid: int) -> bool:
 
 
 def format_status(status: dict[str, Any], *, running: bool = True) -> str:
-    """A human summary: one line per file, then the counters."""
+    """A human summary: one line per file, then the counters; every line ``printable``."""
     from shipper.daemon import status_line
 
     state = "" if running else " (not running: this is its last status)"
@@ -65,7 +66,8 @@ def format_status(status: dict[str, Any], *, running: bool = True) -> str:
     out.append("")
     counters = status.get("counters", {})
     out.append("counters: " + (", ".join(f"{k}={v}" for k, v in sorted(counters.items())) or "none yet"))
-    return "\n".join(out)
+    # last_error can quote OpenSearch quoting a document, hence a peer: never raw to the terminal
+    return "\n".join(printable(line) for line in out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,14 +6,15 @@
     smtp-shipper trace bob@example.com --json | jq .smtp.verdict
 
 The query and the formatting are pure functions (``build_query``, ``format_table``), tested
-without a cluster.
+without a cluster. Every value shown comes from a document, and much of it from the remote peer
+(addresses, reply text, the transcript): it is shown through ``shipper.terminal.printable``, so
+that control characters appear as ``\x1b`` instead of reaching the terminal; ``--json`` is exact.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import re
 import shutil
 import sys
@@ -24,6 +25,7 @@ from shipper import config
 from shipper.documents import get_field
 from shipper.errors import ExitStatus, ShipperError
 from shipper.opensearch import make_client, translate_errors
+from shipper.terminal import json_line, printable
 
 VERDICTS = ("delivered", "rejected", "deferred", "failed")
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -100,12 +102,13 @@ COLUMNS = ("time", "dir", "sender → recipient", "remote ip", "verdict", "reaso
 
 
 def row(doc: dict[str, Any], tz: dt.tzinfo | None = None) -> tuple[str, ...]:
+    """The cells of one attempt, each ``printable``."""
     sender = get_field(doc, "email.from.address")
     sender = "<>" if sender == "" else (sender or "?")
     recipient = get_field(doc, "email.to.address") or "(no recipient)"
     code = get_field(doc, "smtp.reply.code") or "-"
     enhanced = get_field(doc, "smtp.reply.enhanced")
-    return (
+    cells = (
         local_time(get_field(doc, "@timestamp"), tz),
         {"outbound": "out", "inbound": "in"}.get(get_field(doc, "smtp.direction") or "", "?"),
         f"{sender} → {recipient}",
@@ -115,6 +118,7 @@ def row(doc: dict[str, Any], tz: dt.tzinfo | None = None) -> tuple[str, ...]:
         f"{code} {enhanced}" if enhanced else code,
         get_field(doc, "smtp.reply.text") or (f"(no reply; broke off at {get_field(doc, 'smtp.stage')})" if get_field(doc, "smtp.stage") else ""),
     )
+    return tuple(printable(str(cell)) for cell in cells)
 
 
 def format_table(docs: Sequence[dict[str, Any]], *, tz: dt.tzinfo | None = None, width: int = 120) -> str:
@@ -140,7 +144,7 @@ def format_transcript(doc: dict[str, Any], tz: dt.tzinfo | None = None) -> str:
     if source:
         title += f"  ({source}:{get_field(doc, 'log.offset')})"
     transcript = get_field(doc, "smtp.transcript") or "(no transcript stored)"
-    return f"{title}\n{transcript.rstrip()}\n"
+    return f"{printable(title)}\n{printable(transcript.rstrip(), keep_newlines=True)}\n"
 
 
 def empty_message(address: str, since_text: str | None, verdict: str | None, prefix: str) -> str:
@@ -178,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.json:
         for doc in docs:
-            out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+            out.write(json_line(doc) + "\n")
         return int(ExitStatus.OK)
     if not docs:
         print(empty_message(args.address, args.since, args.verdict, os_settings.index_prefix))

@@ -8,7 +8,7 @@ import pytest
 
 from shipper.cli import main
 
-from .xeams_samples import mixed_log
+from .xeams_samples import mixed_log, session
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +76,26 @@ def test_nothing_found_is_a_plain_message(loaded):
     assert (0, "no deliveries found for bob@example.com since 1d\n") == (code, out)
     code, out = loaded("nobody@example.net")
     assert 0 == code and out.startswith("no deliveries found for nobody@example.net in any ")
+
+
+def test_a_hostile_peer_cannot_drive_the_terminal(capsys, opensearch_url, index_prefix, tmp_path):
+    """Control characters a peer put into its replies are indexed as they were; trace shows them
+    as escapes (table and transcript) and --json gives them back exactly."""
+    reply = "550 5.7.1 \x1b]0;pwned\x07Relay \x9b2J denied\x7f"
+    log = tmp_path / "SMTPOutboundConversation.log"
+    log.write_text(session(9000001, "2024-03-23 09:00:00", "victim@example.com", reply), encoding="utf-8")
+    common = ["--opensearch", opensearch_url, "--index-prefix", index_prefix]
+    assert 0 == main(["setup", *common])
+    assert 0 == main(["backfill", "--timezone", "UTC", "--no-progress", str(log), *common])
+    capsys.readouterr()
+    raw = ("\x1b", "\x07", "\x9b", "\x7f")
+    for flags in ([], ["--transcript"]):
+        assert 0 == main(["trace", "victim@example.com", *flags, *common])
+        out = capsys.readouterr().out
+        shown = "5.7.1 \\x1b]0;pwned\\x07Relay \\x9b2J" if not flags else "5.7.1 \\x1b]0;pwned\\x07Relay \\x9b2J denied\\x7f\n"
+        assert shown in out  # the table cuts the reply to the terminal's width
+        assert not any(ch in out for ch in raw)
+    assert 0 == main(["trace", "victim@example.com", "--json", *common])
+    (line,) = capsys.readouterr().out.splitlines()
+    assert reply[4:] == json.loads(line)["smtp"]["reply"]["text"]
+    assert line.isprintable()

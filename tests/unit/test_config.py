@@ -6,6 +6,10 @@ import argparse
 import dataclasses
 import logging
 import os
+import pwd
+import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,9 +20,13 @@ from shipper.cli import main
 from shipper.errors import ConfigError, ExitStatus
 
 BAD = Path(__file__).parent / "bad_configs"
-EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "smtp-shipper.example.yml"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy" / "smtp-shipper.example.yml"
 # A zero-byte file has no room for its own "# expect:" line.
 NO_ROOM_FOR_COMMENT = {"empty.yml": ["empty.yml: the file is empty"]}
+# Git keeps no permission bits but the executable one: the fixtures' files get their modes here.
+# Files in files/ are private (0600) unless listed.
+FIXTURE_MODES = {"open-password": 0o644}
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +35,16 @@ def no_default_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "no-such-default.yml")
     for name in [config.CONFIG_ENV, config.PASSWORD_ENV, *(n for n, _ in config.ENV_OVERRIDES)]:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def bad(tmp_path: Path) -> Path:
+    """A copy of bad_configs/ whose files have the modes the fixtures mean."""
+    copy = Path(shutil.copytree(BAD, tmp_path / "bad_configs"))
+    for path in (copy / "files").iterdir():
+        if path.is_file():
+            path.chmod(FIXTURE_MODES.get(path.name, 0o600))
+    return copy
 
 
 def write(path: Path, text: str) -> Path:
@@ -46,20 +64,21 @@ def expectations(path: Path) -> list[str]:
         return NO_ROOM_FOR_COMMENT[path.name]
     lines = path.read_bytes().decode("utf-8", "replace").splitlines()
     found = [line.removeprefix("# expect: ") for line in lines if line.startswith("# expect: ")]
-    return [f.replace("{dir}", str(BAD)) for f in found]
+    return [f.replace("{dir}", str(path.parent)) for f in found]
 
 
 # ------------------------------------------------------------------ one fixture per message
 
 
-@pytest.mark.parametrize("fixture", sorted(BAD.glob("*.yml")), ids=lambda p: p.name)
-def test_bad_config_reports_exactly_its_problem(fixture: Path) -> None:
+@pytest.mark.parametrize("name", sorted(p.name for p in BAD.glob("*.yml")))
+def test_bad_config_reports_exactly_its_problem(name: str, bad: Path) -> None:
     """Each file in bad_configs/ yields exactly one problem, whose text holds the file's `# expect:` lines."""
+    fixture = bad / name
     expected = expectations(fixture)
     assert expected, f"{fixture.name} says nothing about what it expects"
     problems = problems_of(fixture)
     assert len(problems) == 1, "\n".join(map(str, problems))
-    actual = str(problems[0]).replace(f"{BAD}/", "", 1)
+    actual = str(problems[0]).replace(f"{bad}/", "", 1)
     for fragment in expected:
         assert fragment in actual
 
@@ -266,17 +285,59 @@ def test_secret_values_never_reach_error_messages(tmp_path: Path) -> None:
     assert "Hunter2x" not in str(info.value)
 
 
-def test_world_readable_password_file_is_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """mode 644 on the password file warns (and logs); mode 600 is quiet."""
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o620])
+def test_password_file_open_to_others_is_refused(tmp_path: Path, mode: int) -> None:
+    """Any permission for group or others refuses the file, as ssh refuses a private key; the
+    problem names the file and its mode and gives the chmod to run. Only the mode counts: root,
+    who could read it anyway, is refused too."""
+    cfg = secret_config(tmp_path)
+    (tmp_path / "pw").chmod(mode)
+    [problem] = problems_of(cfg)
+    assert f"{cfg}:3" == problem.where and "opensearch.password_file" == problem.key
+    assert f"password file {tmp_path / 'pw'} is accessible by " in problem.message
+    assert f"(mode {mode:04o})" in problem.message
+    assert problem.hint is not None and f"chmod 600 {tmp_path / 'pw'} " in problem.hint
+
+
+def test_private_password_file_is_quiet(tmp_path: Path) -> None:
+    """Modes 600 and 400 load without a warning."""
     cfg = secret_config(tmp_path)
     assert () == config.load(cfg, env={}).warnings
+    (tmp_path / "pw").chmod(0o400)
+    assert "s3cret-Pa55" == config.load(cfg, env={}).opensearch.password()
+
+
+def test_password_file_opened_up_after_load_is_refused_when_read(tmp_path: Path) -> None:
+    """The mode is checked again when the password is read (the daemon reconnecting, a rotated
+    file): a ConfigError (exit 3) with the same words, for OpenSearch and Dashboards alike."""
+    pw = write(tmp_path / "pw", "s3cret-Pa55\n")
+    pw.chmod(0o600)
+    cfg = write(tmp_path / "c.yml", "opensearch:\n  username: u\n  password_file: pw\ndashboards:\n  password_file: pw\n")
+    s = config.load(cfg, env={})
+    pw.chmod(0o644)
+    for section, read in (("opensearch", s.opensearch.password), ("dashboards", s.dashboards.password)):
+        with pytest.raises(ConfigError) as info:
+            read()
+        assert info.value.message.startswith(f"{section}.password_file: password file {pw} is accessible by its group and other users (mode 0644)")
+        assert info.value.hint is not None and f"chmod 600 {pw}" in info.value.hint
+        assert "s3cret-Pa55" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["check-config"], ["run", "--once"], ["setup"], ["backfill", "--no-progress", "x.log"], ["trace", "a@b.c"], ["status"]],
+    ids=lambda argv: argv[0],
+)
+def test_every_command_refuses_an_open_password_file(argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each command loads the configuration before doing anything else: exit status 3 and the
+    chmod to run, before any connection is tried (the host here would refuse one)."""
+    cfg = secret_config(tmp_path)
     (tmp_path / "pw").chmod(0o644)
-    with caplog.at_level(logging.WARNING, logger="shipper.config"):
-        s = config.load(cfg, env={})
-    assert 1 == len(s.warnings)
-    assert "is readable by every user on this machine" in s.warnings[0]
-    assert s.warnings[0].startswith(f"{cfg}:3: opensearch.password_file: ")
-    assert [s.warnings[0]] == [r.getMessage() for r in caplog.records]
+    code = main([*argv, "--config", str(cfg), "--opensearch", "http://127.0.0.1:9"])
+    err = capsys.readouterr().err
+    assert ExitStatus.CONFIG == code, err
+    assert f"error: {cfg}:3: opensearch.password_file: password file {tmp_path / 'pw'} is accessible" in err
+    assert f"chmod 600 {tmp_path / 'pw'}" in err
 
 
 def test_other_warnings(tmp_path: Path) -> None:
@@ -292,13 +353,48 @@ def test_other_warnings(tmp_path: Path) -> None:
 
 
 def test_unreadable_file_names_the_user(tmp_path: Path) -> None:
-    """A password file the running user cannot read is an error naming that user."""
-    if os.geteuid() == 0:
-        pytest.skip("root reads every file; run the suite as a normal user to cover this")
-    cfg = secret_config(tmp_path)
-    (tmp_path / "pw").chmod(0)
-    [problem] = problems_of(cfg)
-    assert "is not readable by user" in problem.message
+    """A password file the running user cannot read is an error naming that user. Root reads
+    every file, so as root the check runs in a child process that has become nobody."""
+    if os.geteuid() != 0:
+        cfg = secret_config(tmp_path)
+        (tmp_path / "pw").chmod(0)
+        [problem] = problems_of(cfg)
+        assert "is not readable by user" in problem.message
+        return
+    shared = Path(tempfile.mkdtemp(prefix="smtp-shipper-test-"))  # tmp_path is closed to others
+    try:
+        shared.chmod(0o755)
+        cfg = secret_config(shared)
+        cfg.chmod(0o644)
+        assert "is not readable by user nobody" in problem_as_nobody(cfg)
+    finally:
+        shutil.rmtree(shared)
+
+
+def problem_as_nobody(cfg: Path) -> str:
+    """The first problem config.load(cfg) finds when run as the user nobody (we are root)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        try:
+            os.close(read_end)
+            nobody = pwd.getpwnam("nobody")
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            try:
+                config.load(cfg, env={})
+                text = "loaded"
+            except config.ConfigProblems as exc:
+                text = exc.problems[0].message
+            os.write(write_end, text.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as fh:
+        text = fh.read().decode()
+    os.waitpid(pid, 0)
+    return text
 
 
 # ------------------------------------------------------------------ paths
@@ -379,12 +475,58 @@ def test_example_config_loads() -> None:
 
 
 def test_example_config_mentions_every_key() -> None:
-    """Every key of the schema is documented in the example (commented out or set)."""
+    """Every key of the schema is in the example (commented out or set), and no deprecated one."""
     text = EXAMPLE.read_text()
-    for dotted in config._all_keys(config._SCHEMA):
-        leaf = dotted.rsplit(".", 1)[-1]
-        if leaf != "password":
-            assert f"{leaf}:" in text, dotted
+    for dotted in config.all_keys():
+        assert f"{dotted.rsplit('.', 1)[-1]}:" in text, dotted
+    for dotted in config.DEPRECATED:
+        assert f"{dotted.rsplit('.', 1)[-1]}:" not in text, dotted
+
+
+def documented_keys() -> set[str]:
+    """The keys of the table in docs/configuration.md (`.x` continues the section of the key before)."""
+    table = (ROOT / "docs" / "configuration.md").read_text().split("\n## Keys\n", 1)[1].split("\n#", 1)[0]
+    keys: set[str] = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            before = ""
+            for name in re.findall(r"`([^`]+)`", line.split("|")[1]):
+                before = before.rsplit(".", 1)[0] + name if name.startswith(".") else name
+                keys.add(before)
+    return keys
+
+
+def test_the_documented_keys_are_the_keys() -> None:
+    """docs/configuration.md documents every key (itself, or the section it belongs to) and no
+    key the settings do not have."""
+    keys, documented = set(config.all_keys()), documented_keys()
+    assert set() == documented - keys
+    for dotted in keys:
+        assert any(d == dotted or dotted.startswith(d + ".") or d.startswith(dotted + ".") for d in documented), dotted
+
+
+def test_every_key_is_read_by_something() -> None:
+    """Each key's name is read as an attribute somewhere outside the configuration modules (code
+    or a template): a key validated and documented but read by nothing fails here by name."""
+    skip = {"config.py", "settings.py", "settings_checks.py"}
+    sources = [p for p in (ROOT / "shipper").rglob("*.py") if p.name not in skip]
+    sources += [*(ROOT / "mappings").glob("*.j2"), *(ROOT / "dashboards").glob("*.j2")]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sources)
+    unread = [k for k in config.all_keys() if not re.search(rf"\.{re.escape(k.rsplit('.', 1)[-1].removesuffix('[]'))}\b", text)]
+    assert [] == unread
+
+
+def test_deprecated_key_loads_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """pipeline.flush_interval, read by nothing, still loads: one warning names the key and says
+    it is ignored; its value is not even checked; the other keys of the section are read."""
+    cfg = write(tmp_path / "c.yml", "pipeline:\n  flush_interval: soon\n  status_interval: 30\n")
+    with caplog.at_level(logging.WARNING, logger="shipper.config"):
+        s = config.load(cfg, env={})
+    assert 30.0 == s.pipeline.status_interval
+    [warning] = s.warnings
+    assert warning.startswith(f"{cfg}:2: pipeline.flush_interval: no longer used and ignored (")
+    assert [warning] == [r.getMessage() for r in caplog.records]
+    assert not set(config.DEPRECATED) & set(config.all_keys())
 
 
 # ------------------------------------------------------------------ command-line helpers

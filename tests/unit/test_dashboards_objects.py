@@ -644,6 +644,7 @@ def test_without_url_the_step_is_skipped_with_the_reason(tmp_path):
 def test_first_setup_imports_and_sets_the_default_then_nothing_changes(fake_dashboards, tmp_path):
     password = tmp_path / "pw"
     password.write_text("s3cret\n")
+    password.chmod(0o600)  # a password file open to others is refused
     settings = _settings(fake_dashboards.url, tmp_path, username="admin", password_file=password, tenant="global")
     imported, default = _run(settings)
     assert (imported.outcome, default.outcome) == (Outcome.CREATED, Outcome.CREATED)

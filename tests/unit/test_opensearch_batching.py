@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import threading
 import time
-from types import SimpleNamespace
 
 import opensearchpy
 import pytest
 
+from shipper.config import BulkSettings, OpenSearchSettings
 from shipper.errors import ConnectionFailed, RequestRefused
 from shipper.opensearch import (
     BulkItem,
@@ -30,10 +30,10 @@ def item(n: int, size: int = 10) -> BulkItem:
     return BulkItem(f"p-2024.03.{n % 28 + 1:02d}", f"id{n}", b'{"index":{}}\n', source)
 
 
-def settings(**bulk) -> SimpleNamespace:
-    defaults = {"max_docs": 3, "max_bytes": 10_000, "compression": False, "max_retries": 3, "initial_backoff": 0.5, "max_backoff": 60}
+def settings(**bulk) -> OpenSearchSettings:
+    defaults = {"max_docs": 3, "max_bytes": 10_000, "compression": False, "max_retries": 3, "initial_backoff": 0.5, "max_backoff": 60.0}
     defaults.update(bulk)
-    return SimpleNamespace(hosts=("http://127.0.0.1:1",), index_prefix="p", bulk=SimpleNamespace(**defaults))
+    return OpenSearchSettings(hosts=("http://127.0.0.1:1",), index_prefix="p", bulk=BulkSettings(**defaults))
 
 
 def test_batches_bounded_by_count():
@@ -178,8 +178,8 @@ def test_serialisation_is_the_same_bytes_with_and_without_orjson(monkeypatch):
 def test_ship_batch_counts_its_time_retries_and_back_off_included(tmp_path):
     """bulk_seconds is the wall time of ship_batch: each request and each back-off wait."""
     slow = FakeBulk([lambda ids: (time.sleep(0.05), [429] * len(ids))[1], lambda ids: (time.sleep(0.05), [201] * len(ids))[1]])
-    shipper = BulkShipper(slow, settings(), tmp_path / "d", sleep=time.sleep, rand=lambda: 0.0)
-    shipper._bulk.initial_backoff = 0.2  # equal jitter with rand 0: waits 0.1 s
+    # initial_backoff 0.2, equal jitter with rand 0: waits 0.1 s
+    shipper = BulkShipper(slow, settings(initial_backoff=0.2), tmp_path / "d", sleep=time.sleep, rand=lambda: 0.0)
     result = shipper.ship_batch([item(0), item(1)])
     assert (2, 2) == (result.acknowledged, result.retried)
     assert result.bulk_seconds >= 0.05 + 0.1 + 0.05

@@ -8,7 +8,6 @@ import json
 import pickle
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,6 +16,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from shipper import documents, opensearch
+from shipper.config import BulkSettings, OpenSearchSettings
 from shipper.documents import document_id, get_field, index_name
 from shipper.opensearch import BatchBuilder, BulkBatch, BulkItem, BulkShipper, batches, prepare
 from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
@@ -227,8 +227,8 @@ def test_a_body_batch_is_retried_and_dead_lettered_per_item(tmp_path: Path) -> N
     batch = builder.flush()
     assert batch is not None
     fake = FakeBulk([[201, 429, 400, 200], [200]])
-    bulk = SimpleNamespace(max_docs=100, max_bytes=10**9, max_retries=3, initial_backoff=0.01, max_backoff=0.01)
-    settings_ = SimpleNamespace(hosts=("http://127.0.0.1:1",), index_prefix="p", bulk=bulk)
+    bulk = BulkSettings(max_docs=100, max_bytes=10**9, max_retries=3, initial_backoff=0.01, max_backoff=0.01)
+    settings_ = OpenSearchSettings(hosts=("http://127.0.0.1:1",), index_prefix="p", bulk=bulk)
     shipper = BulkShipper(fake, settings_, tmp_path / "dead.ndjson", sleep=lambda _: None)  # type: ignore[arg-type]
     result = shipper.ship_batch(batch)
     items = [prepare(d, "p") for d in docs]

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
+from shipper import config
+from shipper.cli import main
+from shipper.commands import trace
 from shipper.commands.trace import (
     UsageError,
     build_query,
@@ -96,3 +100,68 @@ def test_transcript_block_and_empty_message():
     assert "session 7054286" in block and "EHLO mail.synametrics.com" in block
     assert "no deliveries found for x@y.z since 7d" == empty_message("x@y.z", "7d", None, "p")
     assert "no rejected deliveries found for x@y.z in any p-* index" == empty_message("x@y.z", None, "rejected", "p")
+
+
+# -- what a hostile peer wrote is shown, never obeyed -------------------------------------------
+
+HOSTILE = {
+    "@timestamp": "2024-03-21T11:00:00Z",
+    "smtp": {
+        "direction": "inbound", "verdict": "rejected", "session_id": "42", "reason": "relay-denied",
+        "remote": {"ip": "192.0.2.7"},
+        "reply": {"code": "554", "text": "5.7.1 \x1b]0;you are hacked\x07Relay \x9b2J denied\x7f"},
+        "transcript": "x - [ 42] C --> EHLO \x1b[31mevil\u202e\r\nx - [ 42] C --> MAIL FROM:<jürgen@bad\x07.example>",
+    },
+    "email": {"from": {"address": "jürgen@bad\x07.example"}, "to": {"address": "to\x1b[8m@example.com"}},
+}
+RAW = ("\x1b", "\x07", "\x9b", "\x7f", "\u202e", "\r")
+
+
+def test_table_escapes_what_the_peer_wrote():
+    """Reply text and addresses: every control character shown as an escape, the row stays one
+    line, ordinary non-ASCII letters stay readable."""
+    table = format_table([HOSTILE], tz=dt.UTC, width=400)
+    assert not any(ch in table for ch in RAW)
+    _, line = table.splitlines()
+    assert "jürgen@bad\\x07.example → to\\x1b[8m@example.com" in line
+    assert line.endswith("5.7.1 \\x1b]0;you are hacked\\x07Relay \\x9b2J denied\\x7f")
+
+
+def test_transcript_escapes_what_the_peer_wrote():
+    """--transcript keeps the transcript's lines and escapes the rest (HELO, addresses, reply)."""
+    block = format_transcript(HOSTILE, tz=dt.UTC)
+    assert not any(ch in block for ch in RAW)
+    assert "C --> EHLO \\x1b[31mevil\\u202e\\r\nx - [ 42] C --> MAIL FROM:<jürgen@bad\\x07.example>\n" in block
+    assert "jürgen@bad\\x07.example → to\\x1b[8m@example.com" in block.splitlines()[0]
+
+
+@pytest.fixture
+def no_config(monkeypatch, tmp_path):
+    """Built-in defaults: no configuration file of this machine, no environment overrides."""
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_PATH", tmp_path / "none.yml")
+    for name in [config.CONFIG_ENV, *(n for n, _ in config.ENV_OVERRIDES)]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(trace, "make_client", lambda _settings: FakeClient())
+
+
+class FakeClient:
+    """The one seam faked: OpenSearch's answer to the search."""
+
+    def search(self, **_: object) -> dict:
+        return {"hits": {"total": {"value": 1, "relation": "eq"}, "hits": [{"_source": HOSTILE}]}}
+
+
+@pytest.mark.parametrize("flags", [[], ["--transcript"]])
+def test_trace_command_prints_no_control_character(flags, no_config, capsys):
+    """The whole command, table or transcript: nothing raw reaches stdout."""
+    assert 0 == main(["trace", "to@example.com", *flags])
+    out = capsys.readouterr().out
+    assert "\\x1b" in out and not any(ch in out for ch in RAW)
+
+
+def test_trace_json_stays_exact(no_config, capsys):
+    """--json: each line decodes to the stored document exactly, and is itself printable."""
+    assert 0 == main(["trace", "to@example.com", "--json"])
+    (line,) = capsys.readouterr().out.splitlines()
+    assert HOSTILE == json.loads(line)
+    assert line.isprintable()
