@@ -165,7 +165,37 @@ class _FixedReason:
         return "other"
 
 
+def run_stages(path: str, mode: str) -> dict[str, Any]:
+    """The pipeline's stages one after another, up to ``mode``: ``records`` (the format),
+    ``sessions`` (+ grouping), ``follow`` (+ the SMTP state machine); what each adds is the
+    difference between two of these runs."""
+    from zoneinfo import ZoneInfo
+
+    from shipper import formats, smtp
+    from shipper.inputs import read_chunks
+    from shipper.localtime import LocalTime, StreamClock
+    from shipper.model import Direction
+    from shipper.sessions import SessionGrouper
+
+    fmt = formats.get("xeams")
+    times = LocalTime(ZoneInfo("Europe/Berlin"))
+    grouper = SessionGrouper(Direction.OUTBOUND, StreamClock(times))
+    lines = sessions = 0
+    for chunk in read_chunks(path):
+        records, _defects = fmt.parse_block(chunk.data, chunk.offset, path)
+        lines += len(records)
+        if mode == "records":
+            continue
+        for collected in grouper.feed(path, path, records):
+            sessions += 1
+            if mode == "follow":
+                smtp.follow(collected, times)
+    return {"lines": lines, "sessions": sessions}
+
+
 def run_pipeline(path: str, mode: str) -> dict[str, Any]:
+    if mode in ("records", "sessions", "follow"):
+        return run_stages(path, mode)
     from zoneinfo import ZoneInfo
 
     from shipper.model import Direction
@@ -250,7 +280,7 @@ def _callgrind(mode: str, path: str) -> int:
     raise RuntimeError("callgrind wrote no totals")
 
 
-def instructions(tmp: str, big: str, n_big: int, concurrency: int) -> int:
+def instructions(tmp: str, big: str, n_big: int, concurrency: int, stages: bool = False) -> int:
     """Per line: instructions of a run on the corpus minus those of a run on a few lines (the
     interpreter's start and the imports), for the baseline and the pipeline → documents."""
     import shutil
@@ -262,8 +292,11 @@ def instructions(tmp: str, big: str, n_big: int, concurrency: int) -> int:
     n_tiny = generate(tiny, 20, concurrency)
     print(f"{'run':36} {'instructions/line':>18}")
     per_line = {}
-    for name, mode in (("baseline (regex + group by id)", "baseline"),
-                       ("pipeline → documents", "documents")):
+    runs = [("baseline (regex + group by id)", "baseline"), ("pipeline → documents", "documents")]
+    if stages:
+        runs += [("  format → records", "records"), ("  + grouping into sessions", "sessions"),
+                 ("  + the SMTP state machine", "follow")]
+    for name, mode in runs:
         per_line[mode] = (_callgrind(mode, big) - _callgrind(mode, tiny)) / (n_big - n_tiny)
         print(f"{name:36} {per_line[mode]:>18,.0f}")
     print(f"pipeline / baseline lines per instruction: {per_line['baseline'] / per_line['documents']:.0%}"
@@ -288,6 +321,9 @@ def main() -> int:
                         help="count CPU instructions per line of the baseline and the pipeline "
                              "with valgrind's callgrind instead of timing them: the same figures "
                              "on a busy machine (~50x slower: use --lines 100000)")
+    parser.add_argument("--stages", action="store_true",
+                        help="with --instructions: also count the format alone, then with the "
+                             "grouping, then with the SMTP state machine (each stage's share)")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -305,7 +341,7 @@ def main() -> int:
             measure("documents", big, profile=args.profile)
             return 0
         if args.instructions:
-            return instructions(tmp, big, n_big, args.concurrency)
+            return instructions(tmp, big, n_big, args.concurrency, args.stages)
         plan = [("baseline (regex + group by id)", n_big, "baseline", big),
                 ("pipeline → documents", n_big, "documents", big)]
         if args.only is None:

@@ -7,10 +7,11 @@ A document is a plain JSON-ready dict of nested objects; absent values are omitt
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
-from collections.abc import Sequence
-from datetime import UTC, datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -23,209 +24,144 @@ class _Classifier(Protocol):
                  stage: Any = None) -> str: ...
 
 
-_DELIVERED = Verdict.DELIVERED
-_INBOUND = Direction.INBOUND
-_OUTCOMES = {verdict.value: verdict.outcome for verdict in Verdict}  # by value: Enum hashes slowly
-
-
-def _iso(dt: datetime) -> str:
-    return dt.isoformat(timespec="milliseconds")
-
-
-# -- times -------------------------------------------------------------------------------------
-# Every document carries three ISO times (@timestamp, event.start, event.end) and a duration;
-# ``isoformat`` and ``astimezone`` cost about a microsecond each, and a log's times repeat to
-# the minute (one session's lines, and the sessions around it). So the parts of a time that do
-# not depend on its seconds are made once per minute and zone: the text before the seconds
-# and after the milliseconds, and the minute in UTC microseconds since the epoch. (Per second
-# was tried first: a log with a session every few seconds then missed on every session, and a
-# miss costs more than the plain way.)
-
-_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
-_SECONDS = tuple(f":{s:02d}" for s in range(60))
-_MILLIS = tuple(f".{ms:03d}" for ms in range(1000))  # isoformat's milliseconds: truncated
-_MINUTES_KEPT = 4096
-# (minute, hour, ordinal day, fold, tzinfo) → ("YYYY-MM-DDTHH:MM", "+HH:MM", UTC µs of the minute)
-_minutes: dict[tuple[Any, ...], tuple[str, str, int] | None] = {}
-# Zones whose offset is a step function of the wall time (and fold): zoneinfo and fixed
-# offsets. Any other tzinfo (or none) takes the plain way.
-_CACHEABLE_ZONES = (ZoneInfo, timezone)
-
-
-def _minute(dt: datetime) -> tuple[str, str, int] | None:
-    """The cached parts of ``dt``'s minute; None for a zone that is not cached, or a minute
-    whose offset changes within it (a zone's change from local mean time, at odd seconds).
-    (The lookup is repeated inline where it is hot: a call costs as much as the lookup.)"""
-    key = (dt.minute, dt.hour, dt.toordinal(), dt.fold, dt.tzinfo)
-    parts = _minutes.get(key)
-    if parts is None and key not in _minutes:
-        if not isinstance(dt.tzinfo, _CACHEABLE_ZONES):
-            return None
-        offset = dt.replace(second=0, microsecond=0).utcoffset()
-        # one offset at both ends: one all minute (a zone changes its offset months apart)
-        if offset is not None and offset == dt.replace(second=59, microsecond=999_999).utcoffset():
-            text = dt.isoformat(timespec="milliseconds")
-            local = ((dt.toordinal() - _EPOCH_ORDINAL) * 86_400 + dt.hour * 3600 + dt.minute * 60)
-            parts = (text[:16], text[23:],
-                     local * 1_000_000 - ((offset.days * 86_400 + offset.seconds) * 1_000_000
-                                          + offset.microseconds))
-        if len(_minutes) >= _MINUTES_KEPT:
-            _minutes.clear()
-        _minutes[key] = parts
-    return parts
-
-
-def _stamp(dt: datetime) -> str:
-    """``dt.isoformat(timespec="milliseconds")``."""
-    parts = _minutes.get((dt.minute, dt.hour, dt.toordinal(), dt.fold, dt.tzinfo)) or _minute(dt)
-    if parts is None:
-        return dt.isoformat(timespec="milliseconds")
-    return f"{parts[0]}{_SECONDS[dt.second]}{_MILLIS[dt.microsecond // 1000]}{parts[1]}"
-
-
-def _span(start: datetime, end: datetime) -> tuple[str, str, int]:
-    """ISO start, ISO end and the duration in nanoseconds (never negative) of a session."""
-    first = _minutes.get((start.minute, start.hour, start.toordinal(), start.fold,
-                          start.tzinfo)) or _minute(start)
-    last = _minutes.get((end.minute, end.hour, end.toordinal(), end.fold,
-                         end.tzinfo)) or _minute(end)
-    if first is None or last is None:
-        # aware datetimes sharing one tzinfo subtract as wall times (ignoring fold): via UTC
-        delta = end.astimezone(UTC) - start.astimezone(UTC)
-        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        return _iso(start), _iso(end), max(0, micros) * 1000
-    start_s, start_us, end_s, end_us = start.second, start.microsecond, end.second, end.microsecond
-    micros = last[2] - first[2] + (end_s - start_s) * 1_000_000 + end_us - start_us
-    return (f"{first[0]}{_SECONDS[start_s]}{_MILLIS[start_us // 1000]}{first[1]}",
-            f"{last[0]}{_SECONDS[end_s]}{_MILLIS[end_us // 1000]}{last[1]}",
-            (micros if micros > 0 else 0) * 1000)
-
-
-# -- documents ---------------------------------------------------------------------------------
-
-
 def build_documents(session: Session, *, host_name: str, dataset: str,
                     classifier: _Classifier | None = None) -> list[dict[str, Any]]:
     """The documents of one session: one per recipient of each transaction; one per
     transaction that got no recipient; one for a session that never reached MAIL.
 
-    What the documents of a session have in common is worked out once, into locals; each
-    document still gets its own dicts and lists: nothing mutable is shared between them.
-    Keys are inserted in a fixed order (the JSON sent to OpenSearch follows it)."""
+    Each document gets its own dicts and lists: nothing mutable is shared between them. Keys
+    are inserted in a fixed order (the JSON sent to OpenSearch follows it)."""
     classify = (classifier if classifier is not None else reasons.default_classifier()).classify
-    start, end, duration = _span(session.start, session.end)
-    transcript = "\n".join(session.lines)
-    direction = session.direction
-    direction_value = direction._value_
-    session_id = session.session_id
-    tls = session.tls
-    helo = session.helo
-    ip = session.remote_ip
-    remote_host = session.remote_host
-    extensions = session.extensions
-    incomplete = session.incomplete
-    log_path = session.path
-    log_offset = session.offset
-    role = "source" if direction is _INBOUND else "destination"
+    common = _Common(session, host_name, dataset)
+    return [_document(common, txn, recipient, outcome, classify)
+            for txn, recipient, outcome in _parts(session)]
 
-    # (transaction, recipient, outcome) of each document, in order
-    transactions = session.transactions
-    parts: Sequence[tuple[Transaction | None, str | None, Outcome]]
-    if len(transactions) == 1 and len(transactions[0].recipients) == 1:  # the usual session
-        only = transactions[0]
-        rcpt = only.recipients[0]
-        parts = ((only, rcpt.address, rcpt.outcome),)
-    else:
-        many: list[tuple[Transaction | None, str | None, Outcome]] = []
-        parts = many
-        for transaction in transactions:
-            if transaction.recipients:
-                many.extend([(transaction, rcpt.address, rcpt.outcome)
-                             for rcpt in transaction.recipients])
-            else:
-                many.append((transaction, None, transaction.outcome))
-        if not many:
-            assert session.outcome is not None
-            many.append((None, None, session.outcome))
 
-    docs: list[dict[str, Any]] = []
-    for txn, recipient, outcome in parts:
-        reply = outcome.reply
-        verdict = outcome.verdict
-        # ``_value_``: Enum.value is a Python-level property, read a few times per document
-        verdict_value = verdict._value_
-        smtp: dict[str, Any] = {
-            "verdict": verdict_value,
-            "stage": outcome.stage._value_,
-            "direction": direction_value,
-            "session_id": session_id,
-            "tls": tls,
-            "transcript": transcript,
-        }
-        if reply is not None:
-            enhanced = reply.enhanced
-            text = reply.text
-            if enhanced and text:
-                smtp["reply"] = {"code": reply.code, "enhanced": enhanced, "text": text}
-            else:
-                smtp_reply = {"code": reply.code}
-                if enhanced:
-                    smtp_reply["enhanced"] = enhanced
-                if text:
-                    smtp_reply["text"] = text
-                smtp["reply"] = smtp_reply
-            if verdict is not _DELIVERED:
-                # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
-                smtp["reason"] = classify(reply.code, enhanced, text, outcome.stage)
-            ts = reply.timestamp
-            stamp_parts = _minutes.get((ts.minute, ts.hour, ts.toordinal(), ts.fold, ts.tzinfo))
-            timestamp = (f"{stamp_parts[0]}{_SECONDS[ts.second]}{_MILLIS[ts.microsecond // 1000]}{stamp_parts[1]}"
-                         if stamp_parts is not None else _stamp(ts))
+def _parts(session: Session) -> list[tuple[Transaction | None, str | None, Outcome]]:
+    """(transaction, recipient, outcome) of each document, in order."""
+    parts: list[tuple[Transaction | None, str | None, Outcome]] = []
+    for txn in session.transactions:
+        if txn.recipients:
+            parts += [(txn, rcpt.address, rcpt.outcome) for rcpt in txn.recipients]
         else:
-            if verdict is not _DELIVERED:
-                smtp["reason"] = classify(None, None, None, outcome.stage)
-            timestamp = start
-        if txn is not None:
-            smtp["transaction"] = txn.index
-        if helo:
-            smtp["helo"] = helo
-        if ip:
-            smtp["remote"] = {"ip": ip, "host": remote_host} if remote_host else {"ip": ip}
-        elif remote_host:
-            smtp["remote"] = {"host": remote_host}
-        if extensions:
-            smtp["extensions"] = [*extensions]
-        if incomplete:
-            smtp["incomplete"] = True
+            parts.append((txn, None, txn.outcome))
+    if not parts:
+        assert session.outcome is not None
+        parts.append((None, None, session.outcome))
+    return parts
 
-        doc: dict[str, Any] = {
-            "@timestamp": timestamp,
-            "event": {
-                "start": start,
-                "end": end,
-                "duration": duration,
-                "dataset": dataset,
-                "outcome": _OUTCOMES[verdict_value],
-            },
-            "smtp": smtp,
-            "log": {"file": {"path": log_path}, "offset": log_offset},
-            "host": {"name": host_name},
-        }
-        mail_from = txn.mail_from if txn is not None else None
-        if recipient is not None:
-            domain = recipient.rpartition("@")[2].lower()
-            if domain:
-                smtp["recipient_domain"] = domain
-            if mail_from is not None:
-                doc["email"] = {"from": {"address": mail_from}, "to": {"address": recipient}}
-            else:
-                doc["email"] = {"to": {"address": recipient}}
-        elif mail_from is not None:
-            doc["email"] = {"from": {"address": mail_from}}
-        if ip:
-            doc[role] = {"ip": ip}
-        docs.append(doc)
-    return docs
+
+class _Common:
+    """What the documents of one session share, worked out once."""
+
+    __slots__ = ("dataset", "duration", "end", "host_name", "role", "session", "start",
+                 "transcript")
+
+    def __init__(self, session: Session, host_name: str, dataset: str) -> None:
+        self.session = session
+        self.host_name = host_name
+        self.dataset = dataset
+        self.start = _iso(session.start)
+        self.end = _iso(session.end)
+        delta = session.end.astimezone(UTC) - session.start.astimezone(UTC)  # across DST changes
+        self.duration = max(0, delta // _MICROSECOND) * 1000  # nanoseconds, ECS event.duration
+        self.transcript = "\n".join(session.lines)
+        self.role = "source" if session.direction is Direction.INBOUND else "destination"
+
+
+def _document(common: _Common, txn: Transaction | None, recipient: str | None, outcome: Outcome,
+              classify: Callable[..., str]) -> dict[str, Any]:
+    session = common.session
+    verdict = outcome.verdict
+    smtp: dict[str, Any] = {
+        "verdict": verdict.value,
+        "stage": outcome.stage.value,
+        "direction": session.direction.value,
+        "session_id": session.session_id,
+        "tls": session.tls,
+        "transcript": common.transcript,
+    }
+    reply = outcome.reply
+    if reply is not None:
+        smtp["reply"] = {"code": reply.code}
+        if reply.enhanced:
+            smtp["reply"]["enhanced"] = reply.enhanced
+        if reply.text:
+            smtp["reply"]["text"] = reply.text
+    if verdict is not Verdict.DELIVERED:
+        # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
+        smtp["reason"] = (classify(reply.code, reply.enhanced, reply.text, outcome.stage)
+                          if reply is not None else classify(None, None, None, outcome.stage))
+    if txn is not None:
+        smtp["transaction"] = txn.index
+    _session_fields(smtp, session)
+    doc: dict[str, Any] = {
+        "@timestamp": _iso(reply.timestamp) if reply is not None else common.start,
+        "event": {"start": common.start, "end": common.end, "duration": common.duration,
+                  "dataset": common.dataset, "outcome": verdict.outcome},
+        "smtp": smtp,
+        "log": {"file": {"path": session.path}, "offset": session.offset},
+        "host": {"name": common.host_name},
+    }
+    mail_from = txn.mail_from if txn is not None else None
+    email: dict[str, Any] = {}
+    if mail_from is not None:
+        email["from"] = {"address": mail_from}
+    if recipient is not None:
+        email["to"] = {"address": recipient}
+        domain = recipient.rpartition("@")[2].lower()
+        if domain:
+            smtp["recipient_domain"] = domain
+    if email:
+        doc["email"] = email
+    if session.remote_ip:
+        doc[common.role] = {"ip": session.remote_ip}
+    return doc
+
+
+def _session_fields(smtp: dict[str, Any], session: Session) -> None:
+    """The fields every document of a session carries when the session knows them."""
+    if session.helo:
+        smtp["helo"] = session.helo
+    remote = {}
+    if session.remote_ip:
+        remote["ip"] = session.remote_ip
+    if session.remote_host:
+        remote["host"] = session.remote_host
+    if remote:
+        smtp["remote"] = remote
+    if session.extensions:
+        smtp["extensions"] = list(session.extensions)
+    if session.incomplete:
+        smtp["incomplete"] = True
+
+
+def _iso(dt: datetime) -> str:
+    """``dt.isoformat(timespec="milliseconds")``, made of its minute's text where that can be
+    cached: every document carries three times, and a log's times repeat to the minute
+    (bench/docs_bench.py)."""
+    parts = _minute(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.fold, dt.tzinfo)
+    if parts is None:
+        return dt.isoformat(timespec="milliseconds")
+    return f"{parts[0]}:{dt.second:02d}.{dt.microsecond // 1000:03d}{parts[1]}"
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _minute(year: int, month: int, day: int, hour: int, minute: int, fold: int,
+            tz: tzinfo | None) -> tuple[str, str] | None:
+    """The ISO text of a minute before its seconds, and its offset; None when the offset is
+    not the same all minute long (some zones left local mean time at an odd second) or the
+    zone is not one whose offset depends on the wall time alone."""
+    if not isinstance(tz, (ZoneInfo, timezone)):
+        return None
+    first = datetime(year, month, day, hour, minute, tzinfo=tz, fold=fold)
+    if first.utcoffset() != first.replace(second=59, microsecond=999_999).utcoffset():
+        return None
+    text = first.isoformat(timespec="milliseconds")
+    return text[:16], text[23:]
 
 
 def get_field(doc: dict[str, Any], dotted: str) -> Any:

@@ -64,11 +64,20 @@ class LocalTime:
 
     def __init__(self, tz: tzinfo) -> None:
         self.tz = tz
-        # Zone-aware minutes (fold 0): a log's times repeat to the minute, and building one
-        # from digits costs more than a look-up and two additions (bench/docs_bench.py).
+        # Zone-aware seconds and minutes (fold 0): a log's times repeat to the second while
+        # sessions interleave, and to the minute in a quiet log; building a datetime from digits
+        # costs several look-ups and additions (bench/parse_bench.py --stages).
+        self._seconds: Bounded[str, datetime] = Bounded(4096)
         self._minutes: Bounded[str, datetime] = Bounded(1024)
 
     def at(self, ts: str, fold: int = 0) -> datetime:
+        second = self._seconds.get(ts[:19])
+        millis = _MILLIS.get(ts[20:23])
+        if second is None or millis is None or fold:
+            return self._slow(ts, fold)
+        return second + millis
+
+    def _slow(self, ts: str, fold: int) -> datetime:
         if fold:
             return self._make(ts, fold)
         minute = self._minutes.get(ts[:16])
@@ -78,7 +87,7 @@ class LocalTime:
         millis = _MILLIS.get(ts[20:23])
         if seconds is None or millis is None:  # digits other than 0-9 (the layouts' \d allows them)
             return self._make(ts, 0)
-        return minute + seconds + millis
+        return self._seconds.put(ts[:19], minute + seconds) + millis
 
     def ambiguous(self, ts: str) -> bool:
         """Whether ``ts`` names a wall time that occurs twice (a DST fold)."""

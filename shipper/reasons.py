@@ -98,26 +98,13 @@ _ENHANCED_VALUE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _QMAIL_ENHANCED = re.compile(r"\(#([245]\.\d{1,3}\.\d{1,3})\)")
 # Multi-line replies repeat the code on every line ("550-5.1.1 ... 550-5.1.1 ..."),
 # which would split the phrases rules look for; they are removed before matching.
-# That is ``(?<!\S)(?:\d{3}[ -])?[245]\.\d{1,3}\.\d{1,3}(?!\S)`` ("(?<!\S)": at the start or after
-# whitespace; "(?!\S)": before whitespace or the end), written to start with a digit: a pattern
-# that starts with a character class lets the regex engine skip ahead to the next digit, where
-# one that starts with a look-behind is tried at every position (1.5 µs instead of 2.2 on a
-# typical reply). The look-behind, after the first digit, looks at the character before it;
-# "(?<=[245])" makes the single-digit branch the "[245]" of the original. Proven equal on
-# random texts in tests/unit/test_reasons_fast.py.
-_REPEATED_CODES = re.compile(
-    r"\d(?:(?<!\S.)\d\d[ -][245]|(?<=[245])(?<!\S.))\.\d{1,3}\.\d{1,3}(?!\S)")
-_SPACES = re.compile(r"\s+")
-_CODE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")  # fullmatch: an enhanced code as _REPEATED_CODES sees one
-# In every match of _REPEATED_CODES there is a "[245]\.\d"; written to start with the literal
-# "." (the look-behind then checks the digit before it) so that the engine skips from dot to dot.
-_CODE_HINT = re.compile(r"\.(?<=[245]\.)\d")
+_REPEATED_CODES = re.compile(r"(?<!\S)(?:\d{3}[ -])?[245]\.\d{1,3}\.\d{1,3}(?!\S)")
 # For grouping unmatched replies: addresses and tokens with digits (IPs, queue ids).
 _ADDRESS = re.compile(r"<?[\w.+=-]+@[\w.-]+>?")
 _DIGIT_TOKEN = re.compile(r"[^\s]*\d[^\s]*")
 UNMATCHED_TEXT_LENGTH = 80
 UNMATCHED_MAX_KEYS = 1000
-DECISION_CACHE_SIZE = 1024  # distinct replies (and code/status/stage triples) remembered
+CANDIDATES_KEPT = 1024  # (code, enhanced status, stage) triples whose rules are remembered
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,17 +182,10 @@ class Classifier:
         self.unmatched: collections.Counter[tuple[str, str]] = collections.Counter()
         self.unmatched_overflow = 0
         self._max_unmatched_keys = max_unmatched_keys
-        # Replies repeat (the same greylisting or blocklist text all day): decisions are
-        # cached per (code, enhanced, text, stage); the rules are fixed once built. Below that,
-        # the rules whose code, stage and enhanced-code conditions a reply meets are worked out
-        # once per (code, enhanced status, stage), so that only their text patterns are tried.
-        self._decide_cached = functools.lru_cache(maxsize=DECISION_CACHE_SIZE)(self._decide)
-        self._candidates: dict[
-            tuple[str, tuple[int, int, int] | None, Any],
-            tuple[tuple[tuple[re.Pattern[str], ...] | None, Rule], ...],
-        ] = {}
-        # (code, enhanced, stage) → decision, for replies that their enhanced code alone decides
-        self._text_free: dict[tuple[str, str, Any], tuple[str, Rule]] = {}
+        # The rules whose code, enhanced-code and stage conditions a reply meets, per (code,
+        # enhanced status, stage): replies repeat those few triples all day, and only the
+        # text patterns of these rules are left to try (bench/docs_bench.py).
+        self._candidates = functools.lru_cache(maxsize=CANDIDATES_KEPT)(self._candidates_for)
 
     @classmethod
     def from_files(cls, user_files: Sequence[Path | str] = ()) -> Classifier:
@@ -237,66 +217,24 @@ class Classifier:
         if code is None:
             return "connection", None
         code = str(code).strip()
-        if stage is not None and stage.__class__ is not str:  # a model enum or its string
-            # ``_value_``, not ``value``: Enum.value is a Python-level property
-            stage = stage._value_ if isinstance(stage, enum.Enum) else getattr(stage, "value", stage)
-        if enhanced:
-            # Replies whose enhanced code alone decides (5.1.1: a final rule without text) carry
-            # their recipient's address, so no two texts are alike and the cache below would
-            # only miss: they are remembered per (code, enhanced, stage) instead.
-            try:
-                decided = self._text_free.get((code, enhanced, stage))
-            except TypeError:  # an unhashable argument: decided below, without the caches
-                decided = None
-            if decided is not None:
-                return decided
-        try:
-            reason, rule, normalized = self._decide_cached(code, enhanced, text, stage)
-        except TypeError:  # an unhashable argument: decide without the caches
-            reason, rule, normalized = self._decide(code, enhanced, text, stage, cache=False)
-        if rule is None:
-            self._count_unmatched(code, normalized)  # every time, cached or not
-        return reason, rule
-
-    def _decide(
-        self, code: str, enhanced: str | None, text: str | None, stage: Any, cache: bool = True
-    ) -> tuple[str, Rule | None, str]:
-        """(reason, deciding rule or None, normalized text) of one reply."""
-        raw_text = text or ""
-        status = _parse_enhanced(enhanced, code, raw_text)
-        if not cache:
-            normalized = _normalize(raw_text, enhanced)
-            lowered = normalized.lower()
-            for rule in self.rules:
-                if rule.matches(code, status, lowered, stage):
-                    return rule.reason, rule, normalized
-            return "other", None, normalized
-        key = (code, status, stage)
-        candidates = self._candidates.get(key)
-        if candidates is None:
-            if len(self._candidates) >= DECISION_CACHE_SIZE:
-                self._candidates.clear()
-            candidates = self._candidates[key] = tuple(
-                (rule.text, rule) for rule in self.rules
-                if rule.matches(code, status, "", stage, check_text=False))
-        if candidates and candidates[0][0] is None:
-            # The first candidate has no text condition: it decides whatever the text says.
-            # The normalized text is only wanted for an unmatched reply, so not made here.
-            rule = candidates[0][1]
-            if enhanced:  # then ``status`` came from ``enhanced`` alone, not from the text
-                if len(self._text_free) >= DECISION_CACHE_SIZE:
-                    self._text_free.clear()
-                self._text_free[(code, enhanced, stage)] = (rule.reason, rule)
-            return rule.reason, rule, ""
-        normalized = _normalize(raw_text, enhanced)
+        if isinstance(stage, enum.Enum):  # a model Stage: its value
+            stage = stage.value
+        text = text or ""
+        candidates = self._candidates(code, _parse_enhanced(enhanced, code, text), stage)
+        if candidates and candidates[0].text is None:
+            return candidates[0].reason, candidates[0]  # it decides whatever the text says
+        normalized = " ".join(_REPEATED_CODES.sub(" ", text).split())
         lowered = normalized.lower()
-        for patterns, rule in candidates:
-            if patterns is None:
-                return rule.reason, rule, normalized
-            for pattern in patterns:
-                if pattern.search(lowered):
-                    return rule.reason, rule, normalized
-        return "other", None, normalized
+        for rule in candidates:
+            if rule.text is None or any(p.search(lowered) for p in rule.text):
+                return rule.reason, rule
+        self._count_unmatched(code, normalized)
+        return "other", None
+
+    def _candidates_for(self, code: str, status: tuple[int, int, int] | None,
+                        stage: str | None) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self.rules
+                     if rule.matches(code, status, "", stage, check_text=False))
 
     @property
     def unmatched_total(self) -> int:
@@ -328,51 +266,10 @@ class Classifier:
             self.unmatched_overflow += 1
 
 
-def _normalize(text: str, enhanced: str | None) -> str:
-    """The text rules look at: repeated codes removed, whitespace collapsed; that is
-    ``" ".join(_REPEATED_CODES.sub(" ", text).split())``. (``" ".join(x.split())`` is
-    ``_SPACES.sub(" ", x).strip()``, both split on Unicode whitespace, about twice as fast.)
-
-    Most replies start with their enhanced code and hold no other ("4.7.1 <a@b.c>: Recipient
-    address rejected: Greylisted ..."): then the code is cut off by hand and a cheaper search
-    than the substitution's shows that no other code is left (0.5 µs instead of 2)."""
-    if enhanced and text.startswith(enhanced) and _plain_code(enhanced):
-        # At position 0 the substitution removes exactly ``enhanced`` when a space (or the end)
-        # follows it: its optional "\d{3}[ -]" cannot match "5.1" and its digits stop there.
-        rest = text[len(enhanced):]
-        if (not rest or rest[0].isspace()) and _CODE_HINT.search(rest) is None:
-            return " ".join(rest.split())
-    return " ".join(_REPEATED_CODES.sub(" ", text).split())
-
-
-_PLAIN_CODES: dict[str, bool] = {}
-
-
-def _plain_code(enhanced: str) -> bool:
-    """``_CODE.fullmatch(enhanced)``, remembered (the same few codes all day)."""
-    plain = _PLAIN_CODES.get(enhanced)
-    if plain is None:
-        if len(_PLAIN_CODES) >= DECISION_CACHE_SIZE:
-            _PLAIN_CODES.clear()
-        plain = _PLAIN_CODES[enhanced] = _CODE.fullmatch(enhanced) is not None
-    return plain
-
-
-_STATUSES: dict[tuple[str, str], tuple[int, int, int] | None] = {}  # (enhanced, class) → status
-
-
-def _parse_enhanced(
-    enhanced: str | None, code: str, text: str
-) -> tuple[int, int, int] | None:
-    if enhanced:  # the same few enhanced codes all day: parsed once each
-        key = (enhanced, code[:1])
-        try:
-            return _STATUSES[key]
-        except KeyError:
-            if len(_STATUSES) >= DECISION_CACHE_SIZE:
-                _STATUSES.clear()
-            status = _STATUSES[key] = _status(enhanced.strip(), code)
-            return status
+def _parse_enhanced(enhanced: str | None, code: str, text: str) -> tuple[int, int, int] | None:
+    """The RFC 3463 status of a reply: its enhanced code, or qmail's "(#5.1.1)" in the text."""
+    if enhanced:
+        return _status(enhanced.strip(), code)
     qmail = _QMAIL_ENHANCED.search(text)
     return _status(qmail.group(1), code) if qmail else None
 

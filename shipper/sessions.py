@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Iterable
 
 from shipper.localtime import StreamClock
 from shipper.model import Collected, Connect, Direction, Kind, Record
-from shipper.smtp import is_continuation
+from shipper.smtp import CONTINUED, line_shape
 
 _CONNECT = Kind.CONNECT
 _END = Kind.END
@@ -152,4 +152,4 @@ class SessionGrouper:
 def _talked(records: list[Record]) -> bool:
     """Whether a command or a whole reply is among a session's records (a connection line for
     its id then starts a new session)."""
-    return any(r.kind is Kind.PROTOCOL and not is_continuation(r.payload) for r in records)
+    return any(r.kind is Kind.PROTOCOL and line_shape(r.payload) != CONTINUED for r in records)

@@ -15,13 +15,15 @@ The dialogue is followed the way the peers followed it:
   recipient's path of replies means is ``shipper.verdicts``'s to say.
 * ``421`` ends the session (RFC 5321 §3.8): nothing after it decides.
 
-What a line is — a reply or a command — is decided in one place, ``_is_reply``.
+What a line of the dialogue is — a command, or a line of a reply — is decided in one place,
+``line_shape``.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import deque
+from typing import NamedTuple
 
 from shipper import addresses, verdicts
 from shipper.localtime import LocalTime
@@ -31,7 +33,6 @@ from shipper.model import (
     Kind,
     Outcome,
     Recipient,
-    Record,
     Session,
     Stage,
     Transaction,
@@ -42,20 +43,21 @@ REDACTED = "[redacted]"
 _PROTOCOL = Kind.PROTOCOL
 
 
-def is_reply_line(payload: str) -> bool:
-    """The shape of a reply line: ``^\\d{3}([ -]|$)`` (RFC 5321 §4.2)."""
+# What a line of the dialogue is (``line_shape``).
+COMMAND = 0
+CONTINUED = 1  # a line of a multi-line reply with more to come: "250-..."
+LAST = 2  # the last (or only) line of a reply: "250 ...", "250"
+
+
+def line_shape(payload: str) -> int:
+    """``LAST`` or ``CONTINUED`` for a reply line, ``^\\d{3}([ -]|$)`` (RFC 5321 §4.2, the
+    hyphen marking a continuation), else ``COMMAND``."""
     c = payload[3:4]
-    return (c == " " or c == "-" or (c == "" and len(payload) == 3)) and payload[:3].isdecimal()
-
-
-def is_continuation(payload: str) -> bool:
-    """A reply line that is not the last of its reply: ``^\\d{3}-``."""
-    return payload[3:4] == "-" and payload[:3].isdecimal()
-
-
-def _is_reply(record: Record) -> bool:
-    """Whether a line of the dialogue is a reply (else it is a command)."""
-    return is_reply_line(record.payload)
+    if c == "-":
+        return CONTINUED if payload[:3].isdecimal() else COMMAND
+    if (c == " " or (c == "" and len(payload) == 3)) and payload[:3].isdecimal():
+        return LAST
+    return COMMAND
 
 
 class _Step(enum.Enum):
@@ -104,22 +106,24 @@ class _Txn:
         self.close: Closing | None = None
 
 
-class _Pending:
+class _Pending(NamedTuple):
     """A queued command: the step it awaits, and the transaction or recipient it is about."""
 
-    __slots__ = ("rcpt", "step", "txn")
-
-    def __init__(self, step: _Step, txn: _Txn | None = None, rcpt: _Rcpt | None = None) -> None:
-        self.step = step
-        self.txn = txn
-        self.rcpt = rcpt
+    step: _Step
+    txn: _Txn | None = None
+    rcpt: _Rcpt | None = None
 
 
-_OTHER = _Pending(_Step.OTHER)  # shared: it carries no state
+# The steps outside a transaction carry nothing else: one of each serves every session.
+_GREETING, _HELO, _STARTTLS, _AUTH, _OTHER = (
+    _Pending(step) for step in (_Step.GREETING, _Step.HELO, _Step.STARTTLS, _Step.AUTH, _Step.OTHER))
 
 
 class _Dialogue:
     """One session's dialogue while it is followed."""
+
+    __slots__ = ("auth_next", "close", "extensions", "fail", "helo", "in_data", "lines",
+                 "progress", "queue", "server_name", "talked", "tls", "txn", "txns")
 
     def __init__(self, lines: list[str], tls: bool) -> None:
         self.lines = lines  # the transcript, redacted in place
@@ -145,22 +149,22 @@ class _Dialogue:
         if self.queue:
             pending = self.queue.popleft()
         elif not self.talked:
-            pending = _Pending(_Step.GREETING)
+            pending = _GREETING
         else:
-            pending = _Pending(_Step.OTHER)  # unsolicited (e.g. a 421 idle timeout)
+            pending = _OTHER  # unsolicited (e.g. a 421 idle timeout)
         self.talked = True
         if self.close is not None:
             return  # the server already ended the session: nothing after it decides
         code = r[0]
         if code[0] not in "2345":
             return  # not an SMTP reply code (RFC 5321 §4.2.1): it answered, but decides nothing
-        txn = pending.txn
-        if pending.rcpt is not None:
-            pending.rcpt.reply = r
+        step, txn, rcpt = pending
+        if rcpt is not None:
+            rcpt.reply = r
         elif txn is not None:
-            self._transaction_reply(pending.step, txn, r)
+            self._transaction_reply(step, txn, r)
         else:
-            self._session_reply(pending.step, r)
+            self._session_reply(step, r)
         if code == "421":
             self._closed(r, pending)
 
@@ -206,7 +210,7 @@ class _Dialogue:
                 self._refused(r, Stage.STARTTLS)
         elif step is _Step.AUTH:
             if code == "334":
-                self.queue.appendleft(_Pending(_Step.AUTH))
+                self.queue.appendleft(_AUTH)
                 self.auth_next = True
             elif not positive:
                 self._refused(r, Stage.AUTH)
@@ -248,16 +252,16 @@ class _Dialogue:
         elif verb == "EHLO" or verb == "HELO":
             self.helo = payload[5:].strip() or self.helo
             self.progress = Stage.HELO
-            self.queue.append(_Pending(_Step.HELO))
+            self.queue.append(_HELO)
         elif verb == "STAR" and payload[:8].upper() == "STARTTLS":
             self.progress = Stage.STARTTLS
-            self.queue.append(_Pending(_Step.STARTTLS))
+            self.queue.append(_STARTTLS)
         elif verb == "AUTH":
             words = payload.split(None, 2)
             if len(words) > 2:  # AUTH mechanism initial-response (RFC 4954 §4)
                 self.lines[i] = _redact(self.lines[i], payload, f"{words[0]} {words[1]} {REDACTED}")
             self.progress = Stage.AUTH
-            self.queue.append(_Pending(_Step.AUTH))
+            self.queue.append(_AUTH)
         else:  # QUIT, NOOP, VRFY, EXPN, HELP, anything unknown: answered, decides nothing
             if verb == "RSET":
                 self.txn = None
@@ -299,23 +303,23 @@ def follow(collected: Collected, times: LocalTime) -> Session:
     d = _Dialogue([r.text for r in records], connect.secure if connect is not None else False)
     parts: list[str] = []  # the texts of a multi-line reply so far
     last_part = ""  # the last continuation line's payload (its code counts if the reply is cut)
-    for i, r in enumerate(records):
-        if r.kind is not _PROTOCOL:
+    for i, (kind, _sid, ts, _side, payload, _text, _offset, _connect, fold) in enumerate(records):
+        if kind is not _PROTOCOL:
             continue
-        payload = r.payload
-        if _is_reply(r):
-            if payload[3:4] == "-":  # a continuation line: most reply lines are (EHLO)
+        shape = line_shape(payload)
+        if shape == CONTINUED:  # most reply lines are (EHLO)
+            parts.append(payload[4:])
+            last_part = payload
+        elif shape == LAST:
+            if parts:  # the last line of a multi-line reply
                 parts.append(payload[4:])
-                last_part = payload
-            elif parts:  # the last line of a multi-line reply
-                parts.append(payload[4:])
-                d.reply((payload[:3], parts, r.timestamp, r.fold))
+                d.reply((payload[:3], parts, ts, fold))
                 parts = []
             else:  # a one-line reply: most replies are
-                d.reply((payload[:3], [payload[4:]], r.timestamp, r.fold))
+                d.reply((payload[:3], [payload[4:]], ts, fold))
         else:
             if parts:  # a multi-line reply interrupted by a command: take what came as the reply
-                d.reply((last_part[:3], parts, r.timestamp, r.fold))
+                d.reply((last_part[:3], parts, ts, fold))
                 parts = []
             d.command(i, payload)
     return _session(collected, d, times)

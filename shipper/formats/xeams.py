@@ -28,6 +28,7 @@ from shipper.cache import Bounded
 from shipper.formats import excerpt
 from shipper.lines import is_blank
 from shipper.model import Connect, Defect, Direction, Kind, Record, Side
+from shipper.smtp import COMMAND, line_shape
 
 DATASET = "xeams.smtp"
 
@@ -51,10 +52,10 @@ _SCAN_CRLF = re.compile(
     r"^(?:(((.{19}),\d{3}) - \[ *(\d+)\] (?:([SC] (?:<--|-->)) ?)?([^\r\n]*))\r|(.*))\n",
     re.M,
 ).findall
-_SIDES = {"S <--": Side.LOCAL, "C -->": Side.PEER}  # any other tag says nothing we can trust
+# Who wrote a line, by its tag; any other tag (or none) says nothing we can trust.
+_SIDES = {"S <--": Side.LOCAL, "C -->": Side.PEER, "S -->": None, "C <--": None, "": None, None: None}
 _CONNECT = re.compile(r"\*+\s*New\s+(\(secure\)\s+)?connection\s+(to|from)\s*:?\s*(.*?)\s*$", re.IGNORECASE)
 _TERMINATE = re.compile(r"~+\s*Connection\s+Terminated\b", re.IGNORECASE)
-_REPLY_SHAPE = re.compile(r"\d{3}(?:[ -]|$)")
 _SESSION_ID = re.compile(r"\[\s*(\d+)\s*\]")
 # Untagged lines are part of the dialogue when they start with an SMTP verb (RFC 5321 §4.1,
 # 3030, 4954, 3207) or a reply code.
@@ -111,8 +112,8 @@ class XeamsFormat:
                 if second not in good:
                     self._parse_line(line.encode(), offset, path, records, defects)
                 elif tag:
-                    append(_new(Record, (_PROTOCOL, sid, ts, _SIDES.get(tag), payload, line,
-                                         offset, None, 0)))
+                    append(_new(Record, (_PROTOCOL, sid, ts, _SIDES[tag], payload, line, offset,
+                                         None, 0)))
                 else:
                     append(_untagged(ts, sid, payload, line, offset))
             else:
@@ -145,7 +146,7 @@ class XeamsFormat:
         self._good_seconds.put(ts[:19], True)
         payload = text[m.end():]
         if tag:
-            records.append(Record(_PROTOCOL, sid, ts, _SIDES.get(tag), payload, text, offset))
+            records.append(Record(_PROTOCOL, sid, ts, _SIDES[tag], payload, text, offset))
         else:
             records.append(_untagged(ts, sid, payload, text, offset))
         if unclean is not None:
@@ -165,7 +166,7 @@ def _untagged(ts: str, sid: str, payload: str, text: str, offset: int) -> Record
     elif first == "~":
         if _TERMINATE.match(payload):
             kind = Kind.END
-    elif payload.split(" ", 1)[0].upper() in _VERBS or _REPLY_SHAPE.match(payload):
+    elif payload.split(" ", 1)[0].upper() in _VERBS or line_shape(payload) != COMMAND:
         kind = _PROTOCOL
     return Record(kind, sid, ts, None, payload, text, offset, connect)
 

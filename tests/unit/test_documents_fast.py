@@ -1,6 +1,6 @@
-"""build_documents (made cheaper: times cached per second, one pass over locals) gives exactly
-the documents of its straightforward definition: same values, same key order, same JSON bytes,
-the same classifier calls, and no dict or list shared between two documents."""
+"""build_documents (its times' text made per minute) gives exactly the documents of its
+straightforward definition: same values, same key order, same JSON bytes, the same classifier
+calls, and no dict or list shared between two documents."""
 
 from __future__ import annotations
 
@@ -261,20 +261,10 @@ def test_generated_sessions(session: Session) -> None:
 @example(datetime(2024, 11, 3, 1, 30, 0, 123456, tzinfo=ZoneInfo("America/New_York"), fold=1))
 @example(datetime(2024, 11, 3, 1, 30, 0, 123456, tzinfo=ZoneInfo("America/New_York"), fold=0))
 @example(datetime(2024, 3, 31, 2, 30, tzinfo=ZoneInfo("Europe/Berlin")))  # in the gap
-def test_stamp_is_isoformat(dt: datetime) -> None:
-    """A cached time's text is isoformat's, whatever second, zone or fold it is in, and the
-    duration between two of them is the one computed through UTC."""
-    assert dt.isoformat(timespec="milliseconds") == documents._stamp(dt)
-    assert dt.isoformat(timespec="milliseconds") == documents._stamp(dt)  # from the cache
-    for later in (dt + timedelta(microseconds=1_234_567), dt + timedelta(hours=1)):
-        assert _reference_span(dt, later) == documents._span(dt, later)
-        assert _reference_span(later, dt) == documents._span(later, dt)
-
-
-def _reference_span(start: datetime, end: datetime) -> tuple[str, str, int]:
-    delta = end.astimezone(UTC) - start.astimezone(UTC)
-    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return _iso(start), _iso(end), max(0, micros) * 1000
+def test_iso_text_is_isoformat(dt: datetime) -> None:
+    """A cached time's text is isoformat's, whatever second, zone or fold it is in."""
+    assert dt.isoformat(timespec="milliseconds") == documents._iso(dt)
+    assert dt.isoformat(timespec="milliseconds") == documents._iso(dt)  # from the cache
 
 
 # Offset changes at odd seconds of a minute (local mean time to a standard time, a 28-second
@@ -299,11 +289,10 @@ def test_minutes_with_an_offset_change_at_an_odd_second() -> None:
     for name, change in ODD_CHANGES:
         zone = ZoneInfo(name)
         for order in (1, -1):
-            documents._minutes.clear()
+            documents._minute.cache_clear()
             for k in range(-150, 151)[::order]:
                 local = (change + timedelta(seconds=k, microseconds=123_456)).astimezone(zone)
                 walls = [local, local.replace(fold=1 - local.fold),
                          local.replace(tzinfo=None).replace(tzinfo=zone)]  # fold 0 of that wall time
                 for dt in walls:
-                    assert dt.isoformat(timespec="milliseconds") == documents._stamp(dt), (name, dt)
-                    assert _reference_span(dt, local) == documents._span(dt, local)
+                    assert dt.isoformat(timespec="milliseconds") == documents._iso(dt), (name, dt)
