@@ -196,5 +196,6 @@ class Session(NamedTuple):
     helo: str | None = None
     tls: bool = False
     extensions: tuple[str, ...] = ()
+    tags_agree: bool | None = None  # its first exchange fits who-wrote-what; None: nothing to tell
     transactions: tuple[Transaction, ...] = ()
     outcome: Outcome | None = None  # for a session without any transaction

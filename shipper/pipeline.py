@@ -89,6 +89,7 @@ class Pipeline:
         self.grouper = SessionGrouper(direction, StreamClock(self.times), clock)
         self.defects_by_source: Counter[Hashable] = Counter()
         self._replay: dict[Hashable, tuple[int, frozenset[str]]] = {}
+        self._tags_checked: set[Hashable] = set()  # sources whose first exchange was checked
 
     def feed(self, source: Hashable, path: str, chunk: Chunk) -> list[Shipment]:
         """Take a chunk of ``source``'s lines; return the sessions it finished."""
@@ -118,6 +119,7 @@ class Pipeline:
     def forget(self, source: Hashable) -> None:
         """``source`` starts over (truncated): its replay filter means nothing any more."""
         self._replay.pop(source, None)
+        self._tags_checked.discard(source)
 
     def flush_idle(self, now: float, idle_seconds: float) -> list[Shipment]:
         return self._finish(self.grouper.flush_idle(now, idle_seconds))
@@ -135,6 +137,8 @@ class Pipeline:
         dataset = self.format.dataset
         for c in collected:
             session = smtp.follow(c, self.times)
+            if session.tags_agree is not None:
+                self._check_tags(session)
             docs = build_documents(session, host_name=options.host_name, dataset=dataset,
                                    classifier=options.classifier)
             stats.sessions += 1
@@ -142,6 +146,21 @@ class Pipeline:
                 stats.documents[doc["smtp"]["verdict"]] += 1
             shipments.append(Shipment(session, docs))
         return shipments
+
+    def _check_tags(self, session: Session) -> None:
+        """The first exchange of each file tells whether its lines say who wrote them as we
+        read them (PRODUCT.md, "Input"); a file that contradicts it is reported, once."""
+        source = next(iter(session.files))
+        if source in self._tags_checked:
+            return
+        self._tags_checked.add(source)
+        if not session.tags_agree:
+            reason = ("who wrote which line contradicts the first exchange: the client's first line "
+                      "is a reply and the server's a command (is the direction right? the verdicts "
+                      "of this file cannot be trusted)")
+            excerpt = formats.excerpt(next((line for line in session.lines[1:]), session.lines[0]))
+            self._report(source, [Defect(session.path, session.offset, reason, excerpt,
+                                         session.session_id)], [])
 
     def _report(self, source: Hashable, defects: list[Defect], records: list[Record]) -> None:
         if self.options.strict:

@@ -9,14 +9,22 @@ The dialogue is followed the way the peers followed it:
   code, whose code counts (RFC 5321 §4.2.1).
 * A reply with nothing queued before any other line is the greeting. ``354`` to DATA and ``334``
   to AUTH are intermediate: the end-of-data reply (the body itself is not logged) or the next
-  AUTH step is then awaited first. The line the client sends after a ``334`` is a credential
-  and is redacted (RFC 4954 §4).
+  AUTH step is then awaited first.
 * MAIL opens a transaction; RSET or a second MAIL abandons it (RFC 5321 §4.1.1.5). What each
   recipient's path of replies means is ``shipper.verdicts``'s to say.
 * ``421`` ends the session (RFC 5321 §3.8): nothing after it decides.
 
-What a line of the dialogue is — a command, or a line of a reply — is decided in one place,
-``line_shape``.
+Who wrote a line decides what it can be (PRODUCT.md, "Input"): everything the client side
+wrote is a command, whatever it looks like, so that a peer cannot forge or shift a reply; a
+line of the server side is a reply when it has a reply's shape (``line_shape``) and otherwise
+decides nothing; only a line whose writer the log does not say is judged by its shape alone.
+
+Credentials never reach a document (RFC 4954 §4): inside an AUTH exchange — from the AUTH
+command, or from any ``334`` challenge, until a reply that is not ``334`` — every line the
+client writes that is not an SMTP command is redacted, whatever the alignment of replies and
+commands; so are AUTH's initial response and any other client line that is a lone token but
+no SMTP command (a credential of an exchange the log does not show, e.g. in a file that
+begins inside one).
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ from shipper.model import (
     Kind,
     Outcome,
     Recipient,
+    Record,
     Session,
+    Side,
     Stage,
     Transaction,
 )
@@ -42,6 +52,12 @@ from shipper.verdicts import ASSUMED_OK, Closing, RawReply
 REDACTED = "[redacted]"
 _PROTOCOL = Kind.PROTOCOL
 
+
+# SMTP commands (RFC 5321 §4.1, 1869, 2645, 3030, 3207, 4468, 4954, and the XCLIENT/XFORWARD
+# extensions of Postfix): a client line that starts with none of these is not a command.
+VERBS = frozenset(["EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "BURL", "RSET", "NOOP",
+                   "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH", "ETRN", "ATRN", "TURN",
+                   "XCLIENT", "XFORWARD"])
 
 # What a line of the dialogue is (``line_shape``).
 COMMAND = 0
@@ -122,7 +138,7 @@ _GREETING, _HELO, _STARTTLS, _AUTH, _OTHER = (
 class _Dialogue:
     """One session's dialogue while it is followed."""
 
-    __slots__ = ("auth_next", "close", "extensions", "fail", "helo", "in_data", "lines",
+    __slots__ = ("close", "extensions", "fail", "helo", "in_auth", "in_data", "lines",
                  "progress", "queue", "server_name", "talked", "tls", "txn", "txns")
 
     def __init__(self, lines: list[str], tls: bool) -> None:
@@ -137,7 +153,7 @@ class _Dialogue:
         self.fail: Closing | None = None  # the first refusal outside a transaction
         self.close: Closing | None = None  # the 421 that ended the session
         self.progress = Stage.CONNECT
-        self.auth_next = False  # the next client line answers a 334 challenge
+        self.in_auth = False  # inside an AUTH exchange: the client's lines are credentials
         self.in_data = False  # between 354 and the end-of-data reply
         self.talked = False  # a command or reply has been seen
 
@@ -146,6 +162,7 @@ class _Dialogue:
     def reply(self, r: RawReply) -> None:
         """A complete reply: it answers the oldest queued command."""
         self.in_data = False
+        self.in_auth = r[0] == "334"  # a challenge: the client's next line is a credential
         if self.queue:
             pending = self.queue.popleft()
         elif not self.talked:
@@ -211,7 +228,6 @@ class _Dialogue:
         elif step is _Step.AUTH:
             if code == "334":
                 self.queue.appendleft(_AUTH)
-                self.auth_next = True
             elif not positive:
                 self._refused(r, Stage.AUTH)
 
@@ -235,8 +251,9 @@ class _Dialogue:
 
     def command(self, i: int, payload: str) -> None:
         """The command on line ``i`` (a pending multi-line reply is already taken)."""
-        if self.auth_next:  # the client's answer to a 334 challenge is a credential
-            self.auth_next = False
+        if self.in_auth and payload.split(" ", 1)[0].upper() not in VERBS:
+            # an answer to a challenge: a credential (an SMTP command is still one: a server
+            # that sends 334 out of turn must not hide the client's commands)
             self.lines[i] = _redact(self.lines[i], payload, REDACTED)
             return
         if self.in_data:
@@ -262,9 +279,12 @@ class _Dialogue:
                 self.lines[i] = _redact(self.lines[i], payload, f"{words[0]} {words[1]} {REDACTED}")
             self.progress = Stage.AUTH
             self.queue.append(_AUTH)
+            self.in_auth = True
         else:  # QUIT, NOOP, VRFY, EXPN, HELP, anything unknown: answered, decides nothing
             if verb == "RSET":
                 self.txn = None
+            elif _lone_token(payload):  # no command: a credential of an exchange not logged
+                self.lines[i] = _redact(self.lines[i], payload, REDACTED)
             self.queue.append(_OTHER)
 
     def _recipient(self, payload: str) -> None:
@@ -300,13 +320,16 @@ def follow(collected: Collected, times: LocalTime) -> Session:
     """Follow the dialogue of a finished session's records, in order, and judge it."""
     records = collected.records
     connect = collected.connect
+    client = Side.LOCAL if collected.direction is Direction.OUTBOUND else Side.PEER
     d = _Dialogue([r.text for r in records], connect.secure if connect is not None else False)
     parts: list[str] = []  # the texts of a multi-line reply so far
     last_part = ""  # the last continuation line's payload (its code counts if the reply is cut)
-    for i, (kind, _sid, ts, _side, payload, _text, _offset, _connect, fold) in enumerate(records):
+    for i, (kind, _sid, ts, side, payload, _text, _offset, _connect, fold) in enumerate(records):
         if kind is not _PROTOCOL:
             continue
-        shape = line_shape(payload)
+        shape = COMMAND if side is client else line_shape(payload)
+        if shape == COMMAND and side is not client and side is not None:
+            continue  # the server wrote it, but it is no reply: it decides nothing
         if shape == CONTINUED:  # most reply lines are (EHLO)
             parts.append(payload[4:])
             last_part = payload
@@ -322,10 +345,34 @@ def follow(collected: Collected, times: LocalTime) -> Session:
                 d.reply((last_part[:3], parts, ts, fold))
                 parts = []
             d.command(i, payload)
-    return _session(collected, d, times)
+    return _session(collected, d, times, _tags_agree(records, client))
 
 
-def _session(collected: Collected, d: _Dialogue, times: LocalTime) -> Session:
+def _tags_agree(records: list[Record], client: Side) -> bool | None:
+    """Whether the session's first exchange fits the reading of who wrote what: the client
+    side's first line no reply, or the server side's first line no command. None when the
+    session shows no line of both sides to tell."""
+    client_first = server_first = None
+    for r in records:
+        if r.kind is _PROTOCOL and r.side is not None:
+            if r.side is client and client_first is None:
+                client_first = r.payload
+            elif r.side is not client and server_first is None:
+                server_first = r.payload
+            if client_first is not None and server_first is not None:
+                swapped = (line_shape(client_first) != COMMAND
+                           and server_first.split(" ", 1)[0].upper() in VERBS)
+                return not swapped
+    return None
+
+
+def _lone_token(payload: str) -> bool:
+    """One word that is no SMTP verb: what SASL credentials look like (base64, RFC 4954 §4)."""
+    word = payload.strip()
+    return bool(word) and " " not in word and word.upper() not in VERBS
+
+
+def _session(collected: Collected, d: _Dialogue, times: LocalTime, tags_agree: bool | None) -> Session:
     remote_ip, peer_host = addresses.peer(collected.connect.peer if collected.connect else None)
     if collected.direction is Direction.OUTBOUND:
         remote_host = d.server_name or peer_host
@@ -348,6 +395,7 @@ def _session(collected: Collected, d: _Dialogue, times: LocalTime) -> Session:
         helo=d.helo,
         tls=d.tls,
         extensions=d.extensions,
+        tags_agree=tags_agree,
         transactions=tuple([_transaction(t, times) for t in d.txns]),
         outcome=None if d.txns else verdicts.session_outcome(d.fail, d.close, d.progress, times),
     )

@@ -7,6 +7,7 @@ import io
 import time
 from collections.abc import Callable
 from datetime import tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from shipper import formats
@@ -43,3 +44,29 @@ def sessions(text: str | bytes, direction: Direction | None = Direction.OUTBOUND
 def records(text: str | bytes, path: str = "x.log") -> tuple[list[Record], list[Defect]]:
     data = text.encode() if isinstance(text, str) else text
     return formats.get("xeams").parse_block(data, 0, path)
+
+
+def documents(text: str | bytes, direction: Direction | None = Direction.OUTBOUND,
+              tz: tzinfo = NY, path: str = "x.log") -> tuple[list[dict[str, Any]], list[Defect]]:
+    """The documents of ``text`` read as a file is, and the defects reported."""
+    p = pipeline(direction, tz, host_name="h")
+    data = text.encode() if isinstance(text, str) else text
+    done = [s for chunk in stream_chunks(io.BytesIO(data)) for s in p.feed(path, path, chunk)]
+    return [d for s in done + p.flush_all() for d in s.documents], p.stats.kept_defects
+
+
+def xeams(sid: int, *steps: str, inbound: bool = False, start: str = "2024-03-20 10:00:00") -> str:
+    """Xeams lines of one session: '> ' what the client wrote, '< ' what the server wrote, as
+    PRODUCT.md reads the tags ("S <--" the logging server, "C -->" its peer); other steps as
+    they are. One line every 10 ms from ``start``."""
+    client, server = ("C --> ", "S <-- ") if inbound else ("S <-- ", "C --> ")
+    out = []
+    for i, step in enumerate(steps):
+        ms = i * 10
+        stamp = f"{start[:-2]}{ms // 1000 + int(start[-2:]):02d},{ms % 1000:03d}"
+        if step.startswith("> "):
+            step = client + step[2:]
+        elif step.startswith("< "):
+            step = server + step[2:]
+        out.append(f"{stamp} - [{sid:>10}] {step}\n")
+    return "".join(out)

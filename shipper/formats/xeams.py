@@ -28,7 +28,7 @@ from shipper.cache import Bounded
 from shipper.formats import excerpt
 from shipper.lines import is_blank
 from shipper.model import Connect, Defect, Direction, Kind, Record, Side
-from shipper.smtp import COMMAND, line_shape
+from shipper.smtp import COMMAND, VERBS, line_shape
 
 DATASET = "xeams.smtp"
 
@@ -57,11 +57,6 @@ _SIDES = {"S <--": Side.LOCAL, "C -->": Side.PEER, "S -->": None, "C <--": None,
 _CONNECT = re.compile(r"\*+\s*New\s+(\(secure\)\s+)?connection\s+(to|from)\s*:?\s*(.*?)\s*$", re.IGNORECASE)
 _TERMINATE = re.compile(r"~+\s*Connection\s+Terminated\b", re.IGNORECASE)
 _SESSION_ID = re.compile(r"\[\s*(\d+)\s*\]")
-# Untagged lines are part of the dialogue when they start with an SMTP verb (RFC 5321 §4.1,
-# 3030, 4954, 3207) or a reply code.
-_VERBS = frozenset(
-    ["EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "QUIT", "VRFY", "EXPN", "HELP", "STARTTLS", "AUTH"]
-)
 _FILE_DIRECTIONS = (
     ("smtpoutboundconversation", Direction.OUTBOUND),
     ("smtpproxyconversation", Direction.INBOUND),
@@ -166,7 +161,7 @@ def _untagged(ts: str, sid: str, payload: str, text: str, offset: int) -> Record
     elif first == "~":
         if _TERMINATE.match(payload):
             kind = Kind.END
-    elif payload.split(" ", 1)[0].upper() in _VERBS or line_shape(payload) != COMMAND:
+    elif payload.split(" ", 1)[0].upper() in VERBS or line_shape(payload) != COMMAND:
         kind = _PROTOCOL
     return Record(kind, sid, ts, None, payload, text, offset, connect)
 

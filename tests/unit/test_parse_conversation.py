@@ -9,16 +9,20 @@ from parsing import NY, feed, pipeline, sessions
 from shipper.model import Direction, Session, Stage, Verdict
 
 
-def lines(sid: int, *steps: str, start_ms: int = 0, hour: str = "10:00") -> str:
-    """Xeams lines of one session; '>' = client command, '<' = server reply, other = as is."""
+def lines(sid: int, *steps: str, start_ms: int = 0, hour: str = "10:00",
+          inbound: bool = False) -> str:
+    """Xeams lines of one session; '>' = what the client wrote, '<' = what the server wrote,
+    other = as is. The tags are PRODUCT.md's reading: "S <--" is the logging server's own line
+    (the client outbound, the server inbound), "C -->" its peer's."""
+    client, server = ("C --> ", "S <-- ") if inbound else ("S <-- ", "C --> ")
     out = []
     for i, step in enumerate(steps):
         ms = start_ms + i * 10
         stamp = f"2024-03-20 {hour}:{ms // 1000:02d},{ms % 1000:03d}"
         if step.startswith("> "):
-            payload = "S <-- " + step[2:]
+            payload = client + step[2:]
         elif step.startswith("< "):
-            payload = "C --> " + step[2:]
+            payload = server + step[2:]
         else:
             payload = step
         out.append(f"{stamp} - [{sid:>10}] {payload}\n")
@@ -177,7 +181,7 @@ def test_open_positions_and_files_of_a_session_across_rotation() -> None:
 def test_auto_direction_from_connection_line() -> None:
     """Without a configured direction, 'from:' means we were the server."""
     (s,) = assemble(lines(16, "************ New connection from: 198.51.100.7", "> EHLO peer",
-                          "< 250 me", TERM), direction=None)
+                          "< 250 me", TERM, inbound=True), direction=None)
     assert (Direction.INBOUND, "peer", "198.51.100.7") == (s.direction, s.remote_host, s.remote_ip)
 
 
