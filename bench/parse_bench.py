@@ -169,9 +169,10 @@ def run_stages(path: str, mode: str) -> dict[str, Any]:
     """The pipeline's stages one after another, up to ``mode``: ``records`` (the format),
     ``sessions`` (+ grouping), ``follow`` (+ the SMTP state machine); what each adds is the
     difference between two of these runs."""
+    import gc
     from zoneinfo import ZoneInfo
 
-    from shipper import formats, smtp
+    from shipper import formats, pipeline, smtp
     from shipper.inputs import read_chunks
     from shipper.localtime import LocalTime, StreamClock
     from shipper.model import Direction
@@ -181,6 +182,7 @@ def run_stages(path: str, mode: str) -> dict[str, Any]:
     times = LocalTime(ZoneInfo("Europe/Berlin"))
     grouper = SessionGrouper(Direction.OUTBOUND, StreamClock(times))
     lines = sessions = 0
+    gc.set_threshold(pipeline.GC_YOUNG)  # as the whole pipeline runs
     for chunk in read_chunks(path):
         records, _defects = fmt.parse_block(chunk.data, chunk.offset, path)
         lines += len(records)

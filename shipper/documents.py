@@ -7,16 +7,19 @@ A document is a plain JSON-ready dict of nested objects; absent values are omitt
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 from shipper import reasons
 from shipper.model import Direction, Outcome, Session, Transaction, Verdict
+
+_DELIVERED = Verdict.DELIVERED
+_INBOUND = Direction.INBOUND
+# ECS event.outcome by verdict value (an Enum hashes in Python, its value in C)
+_OUTCOMES = {verdict.value: verdict.outcome for verdict in Verdict}
 
 
 class _Classifier(Protocol):
@@ -54,54 +57,62 @@ def _parts(session: Session) -> list[tuple[Transaction | None, str | None, Outco
 class _Common:
     """What the documents of one session share, worked out once."""
 
-    __slots__ = ("dataset", "duration", "end", "host_name", "role", "session", "start",
-                 "transcript")
+    __slots__ = ("direction", "event", "extensions", "helo", "host_name", "incomplete", "ip",
+                 "log", "remote", "role", "session_id", "tls", "transcript")
 
     def __init__(self, session: Session, host_name: str, dataset: str) -> None:
-        self.session = session
-        self.host_name = host_name
-        self.dataset = dataset
-        self.start = _iso(session.start)
-        self.end = _iso(session.end)
-        delta = session.end.astimezone(UTC) - session.start.astimezone(UTC)  # across DST changes
-        self.duration = max(0, delta // _MICROSECOND) * 1000  # nanoseconds, ECS event.duration
+        # ECS event.duration is in nanoseconds
+        self.event = (session.start.iso, session.end.iso,
+                      max(0, session.end.micros - session.start.micros) * 1000, dataset)
+        self.direction = session.direction._value_  # not .value: a Python-level property
+        self.session_id = session.session_id
+        self.tls = session.tls
         self.transcript = "\n".join(session.lines)
-        self.role = "source" if session.direction is Direction.INBOUND else "destination"
+        self.helo = session.helo
+        self.ip = session.remote_ip
+        self.remote = {k: v for k, v in (("ip", session.remote_ip), ("host", session.remote_host)) if v}
+        self.extensions = session.extensions
+        self.incomplete = session.incomplete
+        self.log = (session.path, session.offset)
+        self.host_name = host_name
+        self.role = "source" if session.direction is _INBOUND else "destination"
 
 
-def _document(common: _Common, txn: Transaction | None, recipient: str | None, outcome: Outcome,
+def _document(c: _Common, txn: Transaction | None, recipient: str | None, outcome: Outcome,
               classify: Callable[..., str]) -> dict[str, Any]:
-    session = common.session
     verdict = outcome.verdict
-    smtp: dict[str, Any] = {
-        "verdict": verdict.value,
-        "stage": outcome.stage.value,
-        "direction": session.direction.value,
-        "session_id": session.session_id,
-        "tls": session.tls,
-        "transcript": common.transcript,
-    }
     reply = outcome.reply
+    smtp: dict[str, Any] = {"verdict": verdict._value_, "stage": outcome.stage._value_,
+                            "direction": c.direction, "session_id": c.session_id, "tls": c.tls,
+                            "transcript": c.transcript}
     if reply is not None:
         smtp["reply"] = {"code": reply.code}
         if reply.enhanced:
             smtp["reply"]["enhanced"] = reply.enhanced
         if reply.text:
             smtp["reply"]["text"] = reply.text
-    if verdict is not Verdict.DELIVERED:
+    if verdict is not _DELIVERED:
         # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
         smtp["reason"] = (classify(reply.code, reply.enhanced, reply.text, outcome.stage)
                           if reply is not None else classify(None, None, None, outcome.stage))
     if txn is not None:
         smtp["transaction"] = txn.index
-    _session_fields(smtp, session)
+    if c.helo:
+        smtp["helo"] = c.helo
+    if c.remote:
+        smtp["remote"] = dict(c.remote)  # each document its own copy of what is mutable
+    if c.extensions:
+        smtp["extensions"] = list(c.extensions)
+    if c.incomplete:
+        smtp["incomplete"] = True
+    start, end, duration, dataset = c.event
     doc: dict[str, Any] = {
-        "@timestamp": _iso(reply.timestamp) if reply is not None else common.start,
-        "event": {"start": common.start, "end": common.end, "duration": common.duration,
-                  "dataset": common.dataset, "outcome": verdict.outcome},
+        "@timestamp": reply.timestamp.iso if reply is not None else start,
+        "event": {"start": start, "end": end, "duration": duration, "dataset": dataset,
+                  "outcome": _OUTCOMES[verdict._value_]},
         "smtp": smtp,
-        "log": {"file": {"path": session.path}, "offset": session.offset},
-        "host": {"name": common.host_name},
+        "log": {"file": {"path": c.log[0]}, "offset": c.log[1]},
+        "host": {"name": c.host_name},
     }
     mail_from = txn.mail_from if txn is not None else None
     email: dict[str, Any] = {}
@@ -114,54 +125,9 @@ def _document(common: _Common, txn: Transaction | None, recipient: str | None, o
             smtp["recipient_domain"] = domain
     if email:
         doc["email"] = email
-    if session.remote_ip:
-        doc[common.role] = {"ip": session.remote_ip}
+    if c.ip:
+        doc[c.role] = {"ip": c.ip}
     return doc
-
-
-def _session_fields(smtp: dict[str, Any], session: Session) -> None:
-    """The fields every document of a session carries when the session knows them."""
-    if session.helo:
-        smtp["helo"] = session.helo
-    remote = {}
-    if session.remote_ip:
-        remote["ip"] = session.remote_ip
-    if session.remote_host:
-        remote["host"] = session.remote_host
-    if remote:
-        smtp["remote"] = remote
-    if session.extensions:
-        smtp["extensions"] = list(session.extensions)
-    if session.incomplete:
-        smtp["incomplete"] = True
-
-
-def _iso(dt: datetime) -> str:
-    """``dt.isoformat(timespec="milliseconds")``, made of its minute's text where that can be
-    cached: every document carries three times, and a log's times repeat to the minute
-    (bench/docs_bench.py)."""
-    parts = _minute(dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.fold, dt.tzinfo)
-    if parts is None:
-        return dt.isoformat(timespec="milliseconds")
-    return f"{parts[0]}:{dt.second:02d}.{dt.microsecond // 1000:03d}{parts[1]}"
-
-
-_MICROSECOND = timedelta(microseconds=1)
-
-
-@functools.lru_cache(maxsize=4096)
-def _minute(year: int, month: int, day: int, hour: int, minute: int, fold: int,
-            tz: tzinfo | None) -> tuple[str, str] | None:
-    """The ISO text of a minute before its seconds, and its offset; None when the offset is
-    not the same all minute long (some zones left local mean time at an odd second) or the
-    zone is not one whose offset depends on the wall time alone."""
-    if not isinstance(tz, (ZoneInfo, timezone)):
-        return None
-    first = datetime(year, month, day, hour, minute, tzinfo=tz, fold=fold)
-    if first.utcoffset() != first.replace(second=59, microsecond=999_999).utcoffset():
-        return None
-    text = first.isoformat(timespec="milliseconds")
-    return text[:16], text[23:]
 
 
 def get_field(doc: dict[str, Any], dotted: str) -> Any:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import NamedTuple
 
 
@@ -134,13 +133,22 @@ class Defect:
         return f"{self.path}:{self.offset}:{sid} {self.reason}: {self.excerpt!r}"
 
 
+class Moment(NamedTuple):
+    """A point in time as documents write it: ISO 8601 to the millisecond with its UTC offset
+    ("2024-03-21T11:39:49.869-04:00"), and the POSIX time in microseconds (for durations).
+    Made once from the log's own text (``shipper.localtime``), never reformatted per document."""
+
+    iso: str
+    micros: int
+
+
 class Reply(NamedTuple):
     """One complete (possibly multi-line) SMTP reply."""
 
     code: str  # from the last line (RFC 5321 §4.2.1)
     enhanced: str | None  # RFC 3463 x.y.z at the start of the text, when its class matches
     text: str  # text after the code; continuation lines joined with a space
-    timestamp: datetime  # of the reply's last line, zone-aware
+    timestamp: Moment  # of the reply's last line
 
     @property
     def positive(self) -> bool:
@@ -187,8 +195,8 @@ class Session(NamedTuple):
     path: str
     offset: int
     files: Mapping[Hashable, int]
-    start: datetime
-    end: datetime
+    start: Moment
+    end: Moment
     incomplete: bool  # no termination line (log cut, idle flush, end of input)
     lines: tuple[str, ...]  # the transcript as logged, secrets redacted
     remote_ip: str | None = None

@@ -182,9 +182,11 @@ class Classifier:
         self.unmatched: collections.Counter[tuple[str, str]] = collections.Counter()
         self.unmatched_overflow = 0
         self._max_unmatched_keys = max_unmatched_keys
-        # The rules whose code, enhanced-code and stage conditions a reply meets, per (code,
-        # enhanced status, stage): replies repeat those few triples all day, and only the
-        # text patterns of these rules are left to try (bench/docs_bench.py).
+        # Replies repeat (the same greylisting or block-list text all day): decisions are
+        # remembered per reply; below that, the rules whose code, enhanced-code and stage
+        # conditions a reply meets, per (code, enhanced status, stage), so that only their text
+        # patterns are tried (bench/docs_bench.py).
+        self._decide = functools.lru_cache(maxsize=CANDIDATES_KEPT)(self._decision)
         self._candidates = functools.lru_cache(maxsize=CANDIDATES_KEPT)(self._candidates_for)
 
     @classmethod
@@ -217,19 +219,25 @@ class Classifier:
         if code is None:
             return "connection", None
         code = str(code).strip()
-        if isinstance(stage, enum.Enum):  # a model Stage: its value
-            stage = stage.value
-        text = text or ""
+        if isinstance(stage, enum.Enum):  # a model Stage: its value (``.value`` is a slow property)
+            stage = stage._value_
+        reason, rule, normalized = self._decide(code, enhanced, text or "", stage)
+        if rule is None:
+            self._count_unmatched(code, normalized)  # every time, remembered or not
+        return reason, rule
+
+    def _decision(self, code: str, enhanced: str | None, text: str,
+                  stage: str | None) -> tuple[str, Rule | None, str]:
+        """(reason, deciding rule or None, the normalized text for an unmatched reply)."""
         candidates = self._candidates(code, _parse_enhanced(enhanced, code, text), stage)
         if candidates and candidates[0].text is None:
-            return candidates[0].reason, candidates[0]  # it decides whatever the text says
+            return candidates[0].reason, candidates[0], ""  # it decides whatever the text says
         normalized = " ".join(_REPEATED_CODES.sub(" ", text).split())
         lowered = normalized.lower()
         for rule in candidates:
             if rule.text is None or any(p.search(lowered) for p in rule.text):
-                return rule.reason, rule
-        self._count_unmatched(code, normalized)
-        return "other", None
+                return rule.reason, rule, normalized
+        return "other", None, normalized
 
     def _candidates_for(self, code: str, status: tuple[int, int, int] | None,
                         stage: str | None) -> tuple[Rule, ...]:

@@ -29,7 +29,7 @@ begins inside one).
 
 from __future__ import annotations
 
-import enum
+import operator
 from collections import deque
 from typing import NamedTuple
 
@@ -51,6 +51,12 @@ from shipper.verdicts import ASSUMED_OK, Closing, RawReply
 
 REDACTED = "[redacted]"
 _PROTOCOL = Kind.PROTOCOL
+_TEXT = operator.attrgetter("text")
+# Enum members read for every command and reply, as module names: the enum metaclass serves
+# them as class attributes in Python, at ~0.1 µs each (bench/parse_bench.py --stages).
+_AT_CONNECT, _AT_HELO, _AT_STARTTLS, _AT_AUTH = Stage.CONNECT, Stage.HELO, Stage.STARTTLS, Stage.AUTH
+_AT_MAIL, _AT_RCPT, _AT_DATA, _AT_DOT = Stage.MAIL, Stage.RCPT, Stage.DATA, Stage.DOT
+_OUTBOUND, _LOCAL, _PEER = Direction.OUTBOUND, Side.LOCAL, Side.PEER
 
 
 # SMTP commands (RFC 5321 §4.1, 1869, 2645, 3030, 3207, 4468, 4954, and the XCLIENT/XFORWARD
@@ -76,20 +82,14 @@ def line_shape(payload: str) -> int:
     return COMMAND
 
 
-class _Step(enum.Enum):
-    """What a queued command awaits the reply to."""
+class _Step:
+    """What a queued command awaits the reply to. Plain ints, not an Enum: they are compared
+    for every reply, and the enum metaclass serves its members in Python (~0.1 µs each)."""
 
-    GREETING = "greeting"
-    HELO = "helo"
-    STARTTLS = "starttls"
-    AUTH = "auth"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    DATA = "data"
-    DOT = "dot"  # the end-of-data reply, after 354
-    BDAT = "bdat"
-    BDAT_LAST = "bdat-last"
-    OTHER = "other"  # RSET, NOOP, VRFY, QUIT, ...: their replies decide nothing (except 421)
+    GREETING, HELO, STARTTLS, AUTH, MAIL, RCPT, DATA = range(7)
+    DOT = 7  # the end-of-data reply, after 354
+    BDAT, BDAT_LAST = 8, 9
+    OTHER = 10  # RSET, NOOP, VRFY, QUIT, ...: their replies decide nothing (except 421)
 
 
 # The stage a step's reply decides, for the steps that decide one.
@@ -118,14 +118,14 @@ class _Txn:
         self.recipients: list[_Rcpt] = []
         self.data_reply: RawReply | None = None
         self.dot_reply: RawReply | None = None
-        self.progress = Stage.MAIL
+        self.progress = _AT_MAIL
         self.close: Closing | None = None
 
 
 class _Pending(NamedTuple):
     """A queued command: the step it awaits, and the transaction or recipient it is about."""
 
-    step: _Step
+    step: int  # a _Step
     txn: _Txn | None = None
     rcpt: _Rcpt | None = None
 
@@ -152,7 +152,7 @@ class _Dialogue:
         self.txn: _Txn | None = None  # the open (not abandoned) transaction
         self.fail: Closing | None = None  # the first refusal outside a transaction
         self.close: Closing | None = None  # the 421 that ended the session
-        self.progress = Stage.CONNECT
+        self.progress = _AT_CONNECT
         self.in_auth = False  # inside an AUTH exchange: the client's lines are credentials
         self.in_data = False  # between 354 and the end-of-data reply
         self.talked = False  # a command or reply has been seen
@@ -185,51 +185,51 @@ class _Dialogue:
         if code == "421":
             self._closed(r, pending)
 
-    def _transaction_reply(self, step: _Step, txn: _Txn, r: RawReply) -> None:
-        if step is _Step.MAIL:
+    def _transaction_reply(self, step: int, txn: _Txn, r: RawReply) -> None:
+        if step == _Step.MAIL:
             txn.mail_reply = r
-        elif step is _Step.DATA:
+        elif step == _Step.DATA:
             txn.data_reply = r
             if r[0] == "354":
                 self.queue.appendleft(_Pending(_Step.DOT, txn))
-                txn.progress = Stage.DOT
+                txn.progress = _AT_DOT
                 self.in_data = True
-        elif step is _Step.DOT:
+        elif step == _Step.DOT:
             txn.dot_reply = r
-        elif step is _Step.BDAT:
+        elif step == _Step.BDAT:
             if txn.data_reply is None or txn.data_reply[0][0] in "23":
                 txn.data_reply = r
-        elif step is _Step.BDAT_LAST:
+        elif step == _Step.BDAT_LAST:
             if txn.data_reply is None:
                 txn.data_reply = ASSUMED_OK
             txn.dot_reply = r
 
-    def _session_reply(self, step: _Step, r: RawReply) -> None:
+    def _session_reply(self, step: int, r: RawReply) -> None:
         code = r[0]
         positive = code[0] in "23"
-        if step is _Step.HELO:
+        if step == _Step.HELO:
             if code[0] == "2":
                 self.extensions = tuple([t.strip() for t in r[1][1:] if t.strip()])
                 if self.server_name is None:
                     self.server_name = addresses.first_word(r[1][0])
             else:
-                self._refused(r, Stage.HELO)
-        elif step is _Step.GREETING:
+                self._refused(r, _AT_HELO)
+        elif step == _Step.GREETING:
             if positive:  # a refusal's first word is its status code, not a name
                 self.server_name = addresses.first_word(r[1][0])
             else:
-                self._refused(r, Stage.CONNECT)
-        elif step is _Step.STARTTLS:
+                self._refused(r, _AT_CONNECT)
+        elif step == _Step.STARTTLS:
             if code == "220":
                 self.tls = True
                 self.extensions = ()  # RFC 3207 §4.2: the client must forget what it learned
             else:
-                self._refused(r, Stage.STARTTLS)
-        elif step is _Step.AUTH:
+                self._refused(r, _AT_STARTTLS)
+        elif step == _Step.AUTH:
             if code == "334":
                 self.queue.appendleft(_AUTH)
             elif not positive:
-                self._refused(r, Stage.AUTH)
+                self._refused(r, _AT_AUTH)
 
     def _refused(self, r: RawReply, stage: Stage) -> None:
         if self.fail is None:
@@ -268,16 +268,16 @@ class _Dialogue:
             self._data(verb, payload)
         elif verb == "EHLO" or verb == "HELO":
             self.helo = payload[5:].strip() or self.helo
-            self.progress = Stage.HELO
+            self.progress = _AT_HELO
             self.queue.append(_HELO)
         elif verb == "STAR" and payload[:8].upper() == "STARTTLS":
-            self.progress = Stage.STARTTLS
+            self.progress = _AT_STARTTLS
             self.queue.append(_STARTTLS)
         elif verb == "AUTH":
             words = payload.split(None, 2)
             if len(words) > 2:  # AUTH mechanism initial-response (RFC 4954 §4)
                 self.lines[i] = _redact(self.lines[i], payload, f"{words[0]} {words[1]} {REDACTED}")
-            self.progress = Stage.AUTH
+            self.progress = _AT_AUTH
             self.queue.append(_AUTH)
             self.in_auth = True
         else:  # QUIT, NOOP, VRFY, EXPN, HELP, anything unknown: answered, decides nothing
@@ -293,8 +293,8 @@ class _Dialogue:
             txn = self._new_txn(None, assumed=True)
         rcpt = _Rcpt(addresses.mail_address(payload) or "")
         txn.recipients.append(rcpt)
-        if txn.progress is Stage.MAIL:
-            txn.progress = Stage.RCPT
+        if txn.progress is _AT_MAIL:
+            txn.progress = _AT_RCPT
         self.queue.append(_Pending(_Step.RCPT, txn, rcpt))
 
     def _data(self, verb: str, payload: str) -> None:
@@ -302,11 +302,11 @@ class _Dialogue:
         if txn is None:
             self.queue.append(_OTHER)
         elif verb == "DATA":
-            txn.progress = Stage.DATA
+            txn.progress = _AT_DATA
             self.queue.append(_Pending(_Step.DATA, txn))
         else:  # BDAT size [LAST] (RFC 3030 §2)
             last = "LAST" in payload.upper().split()[2:]
-            txn.progress = Stage.DOT if last else Stage.DATA
+            txn.progress = _AT_DOT if last else _AT_DATA
             self.queue.append(_Pending(_Step.BDAT_LAST if last else _Step.BDAT, txn))
 
     def _new_txn(self, mail_from: str | None, assumed: bool = False) -> _Txn:
@@ -320,8 +320,8 @@ def follow(collected: Collected, times: LocalTime) -> Session:
     """Follow the dialogue of a finished session's records, in order, and judge it."""
     records = collected.records
     connect = collected.connect
-    client = Side.LOCAL if collected.direction is Direction.OUTBOUND else Side.PEER
-    d = _Dialogue([r.text for r in records], connect.secure if connect is not None else False)
+    client = _LOCAL if collected.direction is _OUTBOUND else _PEER
+    d = _Dialogue(list(map(_TEXT, records)), connect.secure if connect is not None else False)
     parts: list[str] = []  # the texts of a multi-line reply so far
     last_part = ""  # the last continuation line's payload (its code counts if the reply is cut)
     for i, (kind, _sid, ts, side, payload, _text, _offset, _connect, fold) in enumerate(records):
@@ -374,7 +374,7 @@ def _lone_token(payload: str) -> bool:
 
 def _session(collected: Collected, d: _Dialogue, times: LocalTime, tags_agree: bool | None) -> Session:
     remote_ip, peer_host = addresses.peer(collected.connect.peer if collected.connect else None)
-    if collected.direction is Direction.OUTBOUND:
+    if collected.direction is _OUTBOUND:
         remote_host = d.server_name or peer_host
     else:
         remote_host = d.helo or peer_host
@@ -404,13 +404,13 @@ def _session(collected: Collected, d: _Dialogue, times: LocalTime, tags_agree: b
 def _transaction(t: _Txn, times: LocalTime) -> Transaction:
     recipients = tuple([
         Recipient(r.address, verdicts.path_outcome(
-            ((Stage.MAIL, t.mail_reply), (Stage.RCPT, r.reply), (Stage.DATA, t.data_reply),
-             (Stage.DOT, t.dot_reply)), t.progress, t.close, times))
+            ((_AT_MAIL, t.mail_reply), (_AT_RCPT, r.reply), (_AT_DATA, t.data_reply),
+             (_AT_DOT, t.dot_reply)), t.progress, t.close, times))
         for r in t.recipients])
     if recipients:
         outcome: Outcome = recipients[0].outcome
     else:
-        outcome = verdicts.path_outcome(((Stage.MAIL, t.mail_reply),), Stage.MAIL, t.close, times)
+        outcome = verdicts.path_outcome(((_AT_MAIL, t.mail_reply),), _AT_MAIL, t.close, times)
     return Transaction(t.index, t.mail_from, recipients, outcome)
 
 

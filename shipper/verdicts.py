@@ -22,6 +22,10 @@ Closing = tuple[RawReply, Stage]
 # A step before the log began (e.g. MAIL not logged): it went well, or the rest would not be.
 ASSUMED_OK: RawReply = ("250", [""], "", 0)
 
+# Enum members as module names: the enum metaclass serves class attributes in Python (~0.1 µs).
+_DELIVERED, _REJECTED, _DEFERRED, _FAILED = (
+    Verdict.DELIVERED, Verdict.REJECTED, Verdict.DEFERRED, Verdict.FAILED)
+_AT_MAIL, _AT_RCPT, _AT_DOT = Stage.MAIL, Stage.RCPT, Stage.DOT
 _ENHANCED = re.compile(r"([245])\.\d{1,3}\.\d{1,3}(?=\s|$)")
 
 
@@ -33,21 +37,21 @@ def path_outcome(steps: tuple[tuple[Stage, RawReply | None], ...], progress: Sta
     for stage, reply in steps:
         if reply is None:  # the conversation broke off here
             if close is not None:
-                return Outcome(Verdict.DEFERRED, close[1], make_reply(close[0], times))
-            if stage is Stage.MAIL or stage is Stage.RCPT:
-                return Outcome(Verdict.FAILED, stage)
-            return Outcome(Verdict.FAILED, progress)
+                return Outcome(_DEFERRED, close[1], make_reply(close[0], times))
+            if stage is _AT_MAIL or stage is _AT_RCPT:
+                return Outcome(_FAILED, stage)
+            return Outcome(_FAILED, progress)
         if reply[0][0] not in "23":
             return Outcome(_verdict(reply[0]), stage, make_reply(reply, times))
         last = reply
     if len(steps) == 1:  # MAIL accepted, but no recipient was ever given
         if close is not None:
-            return Outcome(Verdict.DEFERRED, close[1], make_reply(close[0], times))
-        return Outcome(Verdict.FAILED, Stage.MAIL)
+            return Outcome(_DEFERRED, close[1], make_reply(close[0], times))
+        return Outcome(_FAILED, _AT_MAIL)
     assert last is not None
     if last[0][0] == "2":
-        return Outcome(Verdict.DELIVERED, Stage.DOT, make_reply(last, times))
-    return Outcome(Verdict.FAILED, Stage.DOT)  # a 3xx to end-of-data: nonsense, no verdict
+        return Outcome(_DELIVERED, _AT_DOT, make_reply(last, times))
+    return Outcome(_FAILED, _AT_DOT)  # a 3xx to end-of-data: nonsense, no verdict
 
 
 def session_outcome(fail: Closing | None, close: Closing | None, progress: Stage,
@@ -59,8 +63,8 @@ def session_outcome(fail: Closing | None, close: Closing | None, progress: Stage
         return Outcome(_verdict(reply[0]), stage, make_reply(reply, times))
     if close is not None:
         reply, stage = close
-        return Outcome(Verdict.DEFERRED, stage, make_reply(reply, times))
-    return Outcome(Verdict.FAILED, progress)
+        return Outcome(_DEFERRED, stage, make_reply(reply, times))
+    return Outcome(_FAILED, progress)
 
 
 def make_reply(raw: RawReply, times: LocalTime) -> Reply:
@@ -84,4 +88,4 @@ def make_reply(raw: RawReply, times: LocalTime) -> Reply:
 
 
 def _verdict(code: str) -> Verdict:
-    return Verdict.DEFERRED if code[0] == "4" else Verdict.REJECTED
+    return _DEFERRED if code[0] == "4" else _REJECTED

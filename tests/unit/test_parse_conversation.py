@@ -191,7 +191,7 @@ def test_dst_fold_second_pass_gets_the_later_offset() -> None:
             + lines(17, TERM, hour="02:00", start_ms=1000))
     text = text.replace("2024-03-20", "2024-10-27")
     (s,) = assemble(text, tz=ZoneInfo("Europe/Berlin"))
-    assert ("+02:00", "+01:00") == (s.start.isoformat()[-6:], s.end.isoformat()[-6:])
+    assert ("+02:00", "+01:00") == (s.start.iso[-6:], s.end.iso[-6:])
 
 
 def test_notes_before_the_connection_line_belong_to_the_session() -> None:
