@@ -42,10 +42,10 @@ if "--shipper" in sys.argv:  # before the imports below: the package to measure
     sys.path.insert(0, sys.argv[sys.argv.index("--shipper") + 1])
 
 from shipper import formats  # noqa: E402 — after the sys.path lines above
+from shipper.batching import BatchBuilder, prepare  # noqa: E402
 from shipper.documents import build_documents  # noqa: E402
 from shipper.inputs import read_chunks  # noqa: E402
 from shipper.model import Direction, Session  # noqa: E402
-from shipper.opensearch import prepare  # noqa: E402
 from shipper.pipeline import ParseOptions, Pipeline  # noqa: E402
 from shipper.reasons import Classifier  # noqa: E402
 
@@ -89,28 +89,18 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 def worker_tail(docs: list[dict[str, Any]]) -> int:
     """backfill's ``_produce`` after ``documents_of_files``: serialise, batch, pickle the message
     (``multiprocessing.Queue`` pickles in the worker)."""
-    from shipper import opensearch
 
     def message(payload: Any) -> int:
         return len(pickle.dumps(("batch", payload, (0, 0, 0)), protocol=pickle.HIGHEST_PROTOCOL))
 
     sink = 0
-    builder_class = getattr(opensearch, "BatchBuilder", None)
-    if builder_class is not None:  # one body per batch
-        builder = builder_class(PREFIX, MAX_DOCS, 10 * 2**20)
-        for doc in docs:
-            full = builder.add(doc)
-            if full is not None:
-                sink += message(full.payload())
-        last = builder.flush()
-        return sink + (message(last.payload()) if last is not None else 0)
-    batch: list[Any] = []  # before: a tuple of four per document
+    builder = BatchBuilder(PREFIX, MAX_DOCS, 10 * 2**20)
     for doc in docs:
-        batch.append(prepare(doc, PREFIX))
-        if len(batch) >= MAX_DOCS:
-            sink += message([(i.index, i.id, i.action, i.source) for i in batch])
-            batch = []
-    return sink + (message([(i.index, i.id, i.action, i.source) for i in batch]) if batch else 0)
+        full = builder.add(doc)
+        if full is not None:
+            sink += message(full.payload())
+    last = builder.flush()
+    return sink + (message(last.payload()) if last is not None else 0)
 
 
 def main() -> int:

@@ -40,9 +40,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from shipper.batching import batches, prepare  # noqa: E402
 from shipper.config import load  # noqa: E402 — after the sys.path line above
 from shipper.localtime import resolve_zone  # noqa: E402
-from shipper.opensearch import batches, make_client, prepare  # noqa: E402
+from shipper.opensearch import make_client  # noqa: E402
 from shipper.pipeline import ParseOptions, ParseStats, documents_of_files  # noqa: E402
 from shipper.setup import index_steps, names  # noqa: E402
 

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shipper import documents, follow, formats, opensearch
+from shipper import batching, follow, formats, opensearch
 from shipper.checkpoint import Checkpoint, CheckpointStore, write_atomic
 from shipper.errors import ConnectionFailed, ShipperError
 from shipper.lines import Chunk
@@ -209,7 +209,7 @@ class Sender(threading.Thread):
         for w in batch:
             w.acked = now
             for d in w.docs:
-                if dead and documents.document_id(d) in dead:
+                if dead and batching.document_id(d) in dead:
                     w.dead_lettered += 1
                 else:
                     w.verdicts[str(d.get("smtp", {}).get("verdict", "unknown"))] += 1

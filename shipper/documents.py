@@ -7,10 +7,7 @@ A document is a plain JSON-ready dict of nested objects; absent values are omitt
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from shipper import reasons
@@ -138,77 +135,3 @@ def get_field(doc: dict[str, Any], dotted: str) -> Any:
             return None
         value = value[key]
     return value
-
-
-_ID_FIELDS = ("host.name", "smtp.session_id", "event.start", "smtp.transaction", "email.to.address")
-
-
-def document_id(doc: dict[str, Any]) -> str:
-    """Deterministic id: a hash of host, session id, session start, transaction and recipient,
-    so re-sending a document after a crash overwrites it instead of duplicating it."""
-    key = "\x1f".join(["" if p is None else str(p) for p in _id_parts(doc)])
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-def _id_parts(doc: dict[str, Any]) -> tuple[Any, ...]:
-    """``get_field`` of each of ``_ID_FIELDS``; read directly when the document is made of plain
-    dicts, as ``build_documents`` makes them (five ``get_field`` calls cost 1.5 µs)."""
-    if doc.__class__ is dict:
-        host, smtp, event, email = doc.get("host"), doc.get("smtp"), doc.get("event"), doc.get("email")
-        if host.__class__ is dict and smtp.__class__ is dict and event.__class__ is dict:
-            if email is None:
-                address = None
-            elif email.__class__ is dict:
-                to = email.get("to")
-                address = None if to is None else to.get("address") if to.__class__ is dict else _OTHER
-            else:
-                address = _OTHER
-            if address is not _OTHER:
-                return (host.get("name"), smtp.get("session_id"), event.get("start"),
-                        smtp.get("transaction"), address)
-    return tuple([get_field(doc, name) for name in _ID_FIELDS])
-
-
-_OTHER = object()  # a shape the direct reading does not handle: get_field decides
-
-
-# The UTC day of an ``@timestamp`` as build_documents writes it ("2024-03-21T23:39:49.869-04:00")
-# is that of every time in its local hour, unless the day changes in UTC within that hour (an
-# offset such as +05:45 moves midnight to a quarter past): so it is worked out once per prefix,
-# local hour and offset, with whether it holds for the whole hour.
-_DAYS: dict[tuple[str, str, str], str | None] = {}  # → the index name; None: not the same all hour
-_DAYS_KEPT = 4096
-# the rest of such a timestamp after its hour, as fromisoformat would accept it
-_AFTER_HOUR = re.compile(r":[0-5][0-9]:[0-5][0-9]\.[0-9]{3}[+-]")
-
-
-def index_name(prefix: str, doc: dict[str, Any]) -> str:
-    """``<prefix>-YYYY.MM.DD`` from the document's own ``@timestamp``, in UTC."""
-    stamp = doc["@timestamp"]
-    if stamp.__class__ is str and len(stamp) == 29 and _AFTER_HOUR.match(stamp, 13):
-        key = (prefix, stamp[:13], stamp[23:])
-        name = _DAYS.get(key, "")
-        if name:
-            return name
-        if name == "":  # not known yet
-            name = _whole_hour(prefix, stamp)
-            if len(_DAYS) >= _DAYS_KEPT:
-                _DAYS.clear()
-            _DAYS[key] = name
-            if name is not None:
-                return name
-    return _index_name(prefix, stamp)
-
-
-def _whole_hour(prefix: str, stamp: str) -> str | None:
-    """The index name of every time of ``stamp``'s local hour, or None if they differ."""
-    name = _index_name(prefix, stamp)  # raises as the plain way does for a bad timestamp
-    hour, offset = stamp[:13], stamp[23:]
-    first = _index_name(prefix, f"{hour}:00:00.000{offset}")
-    last = _index_name(prefix, f"{hour}:59:59.999{offset}")
-    return name if first == name == last else None
-
-
-def _index_name(prefix: str, stamp: str) -> str:
-    day = datetime.fromisoformat(stamp).astimezone(UTC)
-    return f"{prefix}-{day:%Y.%m.%d}"

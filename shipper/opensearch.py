@@ -22,7 +22,6 @@ Public API (used by ``setup``, ``backfill``, ``trace`` and the daemon):
 
 from __future__ import annotations
 
-import array
 import contextlib
 import datetime as dt
 import json
@@ -38,12 +37,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import EllipsisType
-from typing import Any, Literal, overload
+from typing import Any, Literal
 
 import opensearchpy
 from opensearchpy import OpenSearch
 
-from shipper.documents import document_id, index_name
+from shipper.batching import BatchBuilder, BulkBatch, BulkItem, batches, dumps
 from shipper.errors import ConnectionFailed, RequestRefused, ShipperError
 from shipper.settings import PASSWORD_ENV, OpenSearchSettings, Settings
 
@@ -238,175 +237,6 @@ def resolve_replicas(setting: int | Literal["auto"], client: OpenSearch) -> int:
     return int(setting)
 
 
-# --------------------------------------------------------------------------- batching
-
-
-@dataclass(frozen=True, slots=True)
-class BulkItem:
-    """One document, serialised once: the action line and the source line, with newlines."""
-
-    index: str
-    id: str
-    action: bytes
-    source: bytes
-
-    @property
-    def size(self) -> int:
-        return len(self.action) + len(self.source)
-
-
-try:  # optional: about 30x faster than json for our documents (a fifth of backfill's CPU otherwise)
-    import orjson
-except ImportError:  # pragma: no cover - depends on the installation
-    orjson = None  # type: ignore[assignment]  # the optional-import idiom: a module or None
-
-
-def _dumps(obj: Any) -> bytes:
-    """Compact UTF-8 JSON; the same bytes with or without orjson."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(obj)
-        except TypeError:  # e.g. an int beyond 64 bits: let json say what it makes of it
-            pass
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def prepare(doc: dict[str, Any], prefix: str) -> BulkItem:
-    """Serialise a document for ``_bulk``: ``index`` (overwrite = idempotent) with its own id
-    into the daily index of its own ``@timestamp``."""
-    idx = index_name(prefix, doc)
-    doc_id = document_id(doc)
-    return BulkItem(idx, doc_id, _action(idx, doc_id), _dumps(doc) + b"\n")
-
-
-_ACTION_HEADS: dict[str, bytes] = {}  # index name → the action line up to its id
-
-
-def _action(idx: str, doc_id: str) -> bytes:
-    """``_dumps({"index": {"_index": idx, "_id": doc_id}}) + b"\\n"``, from the part before the id
-    serialised once per index (a few per day) and the id, which ``document_id`` makes of hex
-    digits only: nothing in it to escape (checked: ASCII letters and digits never are)."""
-    head = _ACTION_HEADS.get(idx)
-    if head is None:
-        if len(_ACTION_HEADS) >= 1024:
-            _ACTION_HEADS.clear()
-        head = _ACTION_HEADS[idx] = b'{"index":{"_index":' + _dumps(idx) + b',"_id":"'
-    if not (doc_id.isascii() and doc_id.isalnum()):  # not one of ours: the general way
-        return _dumps({"index": {"_index": idx, "_id": doc_id}}) + b"\n"
-    return head + doc_id.encode("ascii") + b'"}}\n'
-
-
-class BulkBatch(Sequence[BulkItem]):
-    """Items of one bulk request, serialised back to back into the request body: backfill's
-    worker hands the sender one bytes object per batch (not four objects per document to
-    pickle, unpickle and join again), and the sender posts it as it is. The items are cut out
-    of it only when one is needed alone: for a retry or a dead letter.
-
-    ``bounds`` holds, for item ``i``, where its action line starts (``2 * i``) and where its
-    source line starts (``2 * i + 1``); the last entry is the end of the body."""
-
-    __slots__ = ("body", "bounds", "ids", "indices")
-
-    def __init__(self, body: bytes, indices: Sequence[str], ids: Sequence[str], bounds: Sequence[int]) -> None:
-        self.body = body
-        self.indices = indices
-        self.ids = ids
-        self.bounds = bounds
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @overload
-    def __getitem__(self, i: int) -> BulkItem: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[BulkItem]: ...
-
-    def __getitem__(self, i: int | slice) -> BulkItem | list[BulkItem]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        b = self.bounds
-        return BulkItem(self.indices[i], self.ids[i], self.body[b[2 * i]:b[2 * i + 1]],
-                        self.body[b[2 * i + 1]:b[2 * i + 2]])
-
-    def __iter__(self) -> Iterator[BulkItem]:
-        return (self[i] for i in range(len(self)))
-
-    def payload(self) -> tuple[bytes, list[str], list[str], array.array[int]]:
-        """What to pickle: plain objects (``BulkBatch(*payload)`` makes it again)."""
-        return self.body, list(self.indices), list(self.ids), array.array("q", self.bounds)
-
-
-class BatchBuilder:
-    """Serialises documents into ``BulkBatch``es of at most ``max_docs`` documents and
-    ``max_bytes`` bytes (one larger than ``max_bytes`` travels alone), as ``batches`` groups
-    ``prepare``'s items, with the same bytes."""
-
-    def __init__(self, prefix: str, max_docs: int, max_bytes: int) -> None:
-        self.prefix = prefix
-        self.max_docs = max_docs
-        self.max_bytes = max_bytes
-        self._start()
-
-    def _start(self) -> None:
-        self._parts: list[bytes] = []
-        self._indices: list[str] = []
-        self._ids: list[str] = []
-        self._bounds: list[int] = []
-        self._size = 0
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, doc: dict[str, Any]) -> BulkBatch | None:
-        """Add a document; returns the batch it did not fit into any more, if so."""
-        idx = index_name(self.prefix, doc)
-        doc_id = document_id(doc)
-        action = _action(idx, doc_id)
-        source = _dumps(doc)
-        size = len(action) + len(source) + 1
-        full = None
-        if self._ids and (len(self._ids) >= self.max_docs or self._size + size > self.max_bytes):
-            full = self.flush()
-        bounds = self._bounds
-        start = self._size
-        bounds.append(start)
-        bounds.append(start + len(action))
-        self._parts += (action, source, b"\n")
-        self._indices.append(idx)
-        self._ids.append(doc_id)
-        self._size = start + size
-        return full
-
-    def flush(self) -> BulkBatch | None:
-        """The batch so far (None if empty); the next document starts a new one."""
-        if not self._ids:
-            return None
-        self._bounds.append(self._size)
-        batch = BulkBatch(b"".join(self._parts), self._indices, self._ids, self._bounds)
-        self._start()
-        return batch
-
-
-def batches(items: Iterable[BulkItem], max_docs: int, max_bytes: int) -> Iterator[list[BulkItem]]:
-    """Group items into bulk requests of at most ``max_docs`` items and ``max_bytes`` bytes
-    (an item larger than ``max_bytes`` travels alone rather than never)."""
-    batch: list[BulkItem] = []
-    size = 0
-    for item in items:
-        if batch and (len(batch) >= max_docs or size + item.size > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(item)
-        size += item.size
-    if batch:
-        yield batch
-
-
 def backoff_delay(retry: int, initial: float, maximum: float, rand: Callable[[], float] = random.random) -> float:
     """Seconds to wait before retry number ``retry`` (0-based): ``initial * 2**retry`` capped at
     ``maximum``, then "equal jitter" — a random point in its upper half — so that many
@@ -484,7 +314,7 @@ class DeadLetters:
                     "error": error,
                     "document": json.loads(item.source),
                 }
-                out.write(_dumps(record) + b"\n")
+                out.write(dumps(record) + b"\n")
             out.flush()
             os.fsync(out.fileno())
 
@@ -536,9 +366,6 @@ class BulkShipper:
         self._where = display_hosts(os_settings)
 
     # -- public
-
-    def prepare(self, doc: dict[str, Any]) -> BulkItem:
-        return prepare(doc, self.prefix)
 
     def ship(self, docs: Iterable[dict[str, Any]]) -> ShipResult:
         """Ship documents; return when each is acknowledged or dead-lettered."""

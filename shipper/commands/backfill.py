@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from shipper import config
+from shipper.batching import BatchBuilder, BulkBatch
 from shipper.errors import (
     ConfigError,
     ExitStatus,
@@ -33,8 +34,6 @@ from shipper.inputs import STDIN, expand_paths
 from shipper.localtime import resolve_zone
 from shipper.model import Direction
 from shipper.opensearch import (
-    BatchBuilder,
-    BulkBatch,
     BulkShipper,
     PipelinedShipper,
     ShipResult,

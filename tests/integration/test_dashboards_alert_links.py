@@ -22,8 +22,8 @@ import pytest
 from dashboard_queries import decoded, run_view, time_range
 
 from shipper import dashboards, monitors
+from shipper.batching import prepare
 from shipper.config import DashboardsSettings, Settings
-from shipper.opensearch import prepare
 from shipper.setup import index_steps
 
 pytestmark = pytest.mark.integration

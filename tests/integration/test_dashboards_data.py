@@ -27,11 +27,10 @@ import pytest
 from dashboard_queries import decoded, dql_field_is, run_view, search_source_query, title_meaning
 
 from shipper import dashboards
+from shipper.batching import document_id, prepare
 from shipper.config import Settings
-from shipper.documents import document_id
 from shipper.localtime import resolve_zone
 from shipper.model import Direction
-from shipper.opensearch import prepare
 from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 from shipper.setup import index_steps
 

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from shipper import monitors
+from shipper.batching import prepare
 from shipper.config import DeferralRateSettings, Settings, ThresholdSettings
-from shipper.opensearch import prepare
 from shipper.setup import Outcome, has_plugin, index_steps, installed_plugins
 
 pytestmark = pytest.mark.integration

@@ -11,16 +11,15 @@ import time
 import opensearchpy
 import pytest
 
+from shipper.batching import BulkItem, batches
 from shipper.config import BulkSettings, OpenSearchSettings
 from shipper.errors import ConnectionFailed, RequestRefused
 from shipper.opensearch import (
-    BulkItem,
     BulkShipper,
     PipelinedShipper,
     ShippingStopped,
     ShipResult,
     backoff_delay,
-    batches,
     sender_time,
 )
 
@@ -162,13 +161,13 @@ def test_serialisation_is_the_same_bytes_with_and_without_orjson(monkeypatch):
     """orjson is optional (the `fast` extra): the json fallback must write exactly the same bulk
     lines, including non-ASCII text, so ids, sizes and batching do not depend on the install."""
     pytest.importorskip("orjson", reason="orjson is part of the test extra; without it only one path exists")
-    from shipper import opensearch
+    from shipper import batching
 
     doc = {"@timestamp": "2024-03-21T11:39:49.869-04:00", "smtp": {"transcript": "Grüße \u00e9\t\"q\"\n", "transaction": 0,
            "tls": True, "extensions": ["SIZE 1", "8BITMIME"]}, "email": {"to": {"address": "ü@exämple.com"}}}
-    fast = opensearch._dumps(doc)
-    monkeypatch.setattr(opensearch, "orjson", None)
-    assert fast == opensearch._dumps(doc)
+    fast = batching.dumps(doc)
+    monkeypatch.setattr(batching, "orjson", None)
+    assert fast == batching.dumps(doc)
     assert json.loads(fast) == doc
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shipper.documents import document_id, index_name
+from shipper.batching import document_id, index_name
 from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

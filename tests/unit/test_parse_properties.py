@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from parsing import pipeline
 
-from shipper.documents import document_id
+from shipper.batching import document_id
 from shipper.inputs import stream_chunks
 from shipper.model import Direction, Verdict
 
