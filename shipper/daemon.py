@@ -38,14 +38,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shipper import batching, follow, formats, opensearch
+from opensearchpy import OpenSearch
+
+from shipper import follow, formats, opensearch
 from shipper.checkpoint import Checkpoint, CheckpointStore, write_atomic
 from shipper.errors import ConnectionFailed, ShipperError
 from shipper.lines import Chunk
 from shipper.model import Defect, Direction, Session
-from shipper.opensearch import ShippingStopped
 from shipper.pipeline import ParseOptions, Pipeline, Shipment
 from shipper.reasons import Classifier
+from shipper.sender import Sender, Work
+from shipper.settings import InputSettings, Settings
 from shipper.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -55,29 +58,19 @@ READ_BUDGET = 4 * 1024 * 1024  # bytes read per input per loop turn
 STATUS_FILE_INTERVAL = 2.0  # seconds between writes of status.json
 CHECKPOINT_INTERVAL = 0.5  # seconds between checkpoint writes (when changed)
 STOP_TIMEOUT = 20.0  # seconds to wait for acknowledgements at shutdown (TimeoutStopSec=30)
+# A session whose dialogue plainly ended but whose termination line has not come is shipped
+# after this many seconds without a line (the termination line comes within milliseconds when
+# the log writes one at all).
+ENDED_GRACE = 2.0
 STATUS_FILE = "status.json"
-DEAD_LETTER_FILE = "dead-letter.ndjson"
-
-
-@dataclasses.dataclass
-class Work:
-    """Documents of finished sessions, on their way to OpenSearch."""
-
-    docs: list[dict[str, Any]]
-    # (tracked file, first offset in it, session id) for every file holding a line of a session
-    positions: list[tuple[follow.TrackedFile, int, str]]
-    nbytes: int
-    created: float
-    acked: float = 0.0
-    verdicts: Counter[str] = dataclasses.field(default_factory=Counter)
-    dead_lettered: int = 0
 
 
 class InputState:
     """One configured input: its follower and its own pipeline (sessions spanning a rotation
     are joined because all files of an input feed the same pipeline)."""
 
-    def __init__(self, spec: Any, settings: Any, store: CheckpointStore, classifier: Classifier | None) -> None:
+    def __init__(self, spec: InputSettings, settings: Settings, store: CheckpointStore,
+                 classifier: Classifier | None) -> None:
         self.spec = spec
         fmt = formats.get(spec.format)
         options = ParseOptions(format=spec.format, tz=spec.zone, host_name=settings.host_name,
@@ -101,7 +94,7 @@ class InputState:
         return ", ".join(self.spec.paths)
 
 
-def _direction(spec: Any, fmt: formats.Format) -> Direction | None:
+def _direction(spec: InputSettings, fmt: formats.Format) -> Direction | None:
     """The direction of an input's pipeline: as configured, or for ``auto`` what the file
     names say (as ``parse``/``backfill`` do), else None: per session from its content."""
     if spec.direction != "auto":
@@ -136,97 +129,16 @@ class LastError(logging.Handler):
         self.time = record.created
 
 
-class Sender(threading.Thread):
-    """Ships Work items in order; puts them on ``done`` once acknowledged or dead-lettered."""
-
-    def __init__(self, shipper: Any, done: queue.Queue[Work], abort: threading.Event, *, give_up: bool = False) -> None:
-        super().__init__(name="sender", daemon=True)
-        self.shipper = shipper
-        self.todo: queue.Queue[Work | None] = queue.Queue()
-        self.done = done
-        self.abort = abort
-        # --once (cron) gives up when the shipper's finite retries are exhausted, instead of
-        # waiting forever like the service: the failure is kept here and becomes exit status 5.
-        self.give_up = give_up
-        self.failure: ShipperError | None = None
-        self.last_error: str | None = None
-        self.last_error_time: float | None = None
-        self.busy = False
-
-    def run(self) -> None:
-        while True:
-            item = self.todo.get()
-            if item is None:
-                return
-            batch = [item]
-            ndocs = len(item.docs)
-            stop_after = False
-            # Take whatever else is waiting: one ship() call, as few bulk requests as possible.
-            while ndocs < 20000:
-                try:
-                    nxt = self.todo.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop_after = True
-                    break
-                batch.append(nxt)
-                ndocs += len(nxt.docs)
-            self.busy = True
-            try:
-                self._ship(batch)
-            except ShippingStopped:
-                return
-            finally:
-                self.busy = False
-            if stop_after:
-                return
-
-    def _ship(self, batch: list[Work]) -> None:
-        docs = [d for w in batch for d in w.docs]
-        attempt = 0
-        while True:
-            try:
-                result = self.shipper.ship(docs) if docs else None
-                break
-            except ShippingStopped:
-                raise
-            except (ShipperError, OSError) as exc:  # refused whole request, TLS, auth: keep trying
-                self.last_error = str(exc).splitlines()[0]
-                self.last_error_time = time.time()
-                if self.give_up:
-                    self.failure = exc if isinstance(exc, ShipperError) else ConnectionFailed(str(exc))
-                    self.abort.set()
-                    raise ShippingStopped("gave up") from None
-                delay = opensearch.backoff_delay(attempt, 1.0, 60.0)
-                log.error("shipping %d documents failed: %s; retrying in %.0fs", len(docs),
-                          self.last_error, delay)
-                attempt += 1
-                if self.abort.wait(delay):
-                    raise ShippingStopped("stopped") from None
-        dead = set(result.dead_letter_ids) if result else set()
-        now = time.monotonic()
-        for w in batch:
-            w.acked = now
-            for d in w.docs:
-                if dead and batching.document_id(d) in dead:
-                    w.dead_lettered += 1
-                else:
-                    w.verdicts[str(d.get("smtp", {}).get("verdict", "unknown"))] += 1
-            self.done.put(w)
-
-
 class Daemon:
     def __init__(
         self,
-        settings: Any,
+        settings: Settings,
         *,
-        config_path: str | None = None,
-        reload: Callable[[], Any] | None = None,
+        reload: Callable[[], Settings] | None = None,
         once: bool = False,
         flush_open: bool = False,
         notifier: Notifier | None = None,
-        client: Any = None,
+        client: OpenSearch | None = None,
         stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         self.settings = settings
@@ -260,7 +172,7 @@ class Daemon:
         # For bench/tail_latency_bench.py: "<session id> <wall time of acknowledgement>" lines.
         ack_log = os.environ.get("SMTP_SHIPPER_ACK_LOG")
         self._ack_log = open(ack_log, "a", encoding="utf-8") if ack_log else None
-        self._classifier: Any = None
+        self._classifier: Classifier | None = None
 
     # -- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -274,18 +186,31 @@ class Daemon:
         if self.client is None:
             self.client = opensearch.make_client(self.settings.opensearch)
         shipper = opensearch.BulkShipper(
-            self.client, self.settings, self.state_dir / DEAD_LETTER_FILE,
+            self.client, self.settings.opensearch, self.settings.dead_letter_path,
             max_retries=self.settings.opensearch.bulk.max_retries if self.once else None, stop=self.abort)
         logging.getLogger("shipper.opensearch").addHandler(self.last_error)
         self.sender = Sender(shipper, self.done, self.abort, give_up=self.once)
         self.sender.start()
         for inp in self.inputs:
             inp.follower.poll()
+            self._recover_renamed(inp)
         try:
             self.client.info()
         except Exception as exc:  # noqa: BLE001 — any failure: say so, keep going, retry later
             log.warning("OpenSearch at %s is not reachable yet (%s); documents wait until it is",
                         opensearch.display_hosts(self.settings.opensearch), type(exc).__name__)
+
+    def _recover_renamed(self, inp: InputState) -> None:
+        """A file in the checkpoints with unread bytes whose name no longer matches the globs
+        (renamed while the daemon was down: logrotate's ``.1`` at the moment of a restart) is
+        looked up by identity in its directory and drained before it is forgotten."""
+        followed = {(f.dev, f.ino) for f in inp.follower.files}
+        for cp in list(self.store.entries.values()):
+            if (cp.dev, cp.ino) in followed or not inp.follower.covers(cp.path):
+                continue
+            found = follow.find_by_identity(os.path.dirname(cp.path), cp.dev, cp.ino)
+            if found is not None and os.path.getsize(found) > cp.offset:
+                inp.follower.adopt(found)
 
     def install_signal_handlers(self) -> None:
         def stop(signum: int, frame: Any) -> None:
@@ -307,7 +232,7 @@ class Daemon:
         self.notifier.ready(f"following {nfiles} files")
         idle_check = 0.0
         try:
-            while not self.stop_requested.is_set() and not self._gave_up():
+            while not self.stop_requested.is_set() and not self._gave_up() and not self._sender_died():
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     self._reload()
@@ -327,6 +252,12 @@ class Daemon:
                     self._wait_for_acks(POLL_INTERVAL)
         finally:
             self._shutdown()
+        if self._sender_died():
+            assert self.sender is not None
+            raise ShipperError(
+                f"the sender thread died ({self.sender.crash}); stopping so that the service is "
+                "restarted — checkpoints stay before what was not acknowledged, nothing is lost",
+                hint="this is a bug: please report it with the traceback logged above")
         if self._gave_up():
             assert self.sender is not None and self.sender.failure is not None
             raise ConnectionFailed(
@@ -338,6 +269,11 @@ class Daemon:
 
     def _gave_up(self) -> bool:
         return self.sender is not None and self.sender.failure is not None
+
+    def _sender_died(self) -> bool:
+        """The sender thread ended by an error of its own: nothing would be shipped any more
+        (the watchdog is pinged by this thread, so systemd would not notice)."""
+        return self.sender is not None and self.sender.crash is not None and not self.sender.is_alive()
 
     def _read_all(self) -> int:
         """Poll and read every input; returns the bytes read."""
@@ -399,11 +335,19 @@ class Daemon:
         self.sender.todo.put(w)
 
     def _flush_idle(self) -> None:
+        """Sessions without a line for ``idle_timeout`` are shipped as incomplete, and those
+        whose dialogue plainly ended (a 221 to QUIT, say) after ``ENDED_GRACE`` — but only for an
+        input read to its end: while reading lags (behind, or paused for OpenSearch) their next
+        lines may be waiting unread, and cutting them would make incomplete twins."""
+        if self._paused():
+            return
         idle = float(self.settings.idle_timeout)
         for inp in self.inputs:
-            done = inp.pipeline.flush_idle(time.monotonic(), idle)
+            if any(f.offset + f.pending < f.size for f in inp.follower.files):
+                continue
+            done = inp.pipeline.flush_idle(time.monotonic(), idle, ENDED_GRACE)
             if done:
-                log.debug("%d idle sessions emitted as incomplete", len(done))
+                log.debug("%d idle or ended sessions emitted", len(done))
                 self._emit(done)
 
     def _flush_all(self) -> None:
@@ -429,6 +373,7 @@ class Daemon:
             self._acked(w)
 
     def _acked(self, w: Work) -> None:
+        _crash_point("after-ack")
         # Work is acknowledged in order (one sender, FIFO), so it is the oldest in flight.
         try:
             self.inflight.remove(w)
@@ -478,10 +423,15 @@ class Daemon:
         return out
 
     def write_checkpoints(self) -> None:
+        checkpoints = self._checkpoints()
+        _crash_point("before-checkpoint")
         try:
-            self.store.save(self._checkpoints())
+            written = self.store.save(checkpoints)
         except OSError as exc:
             log.error("cannot write checkpoints to %s: %s", self.store.path, exc)
+            return
+        if written:
+            _crash_point("after-checkpoint")
 
     def _release_files(self) -> None:
         grace = float(self.settings.pipeline.deleted_file_grace)
@@ -561,7 +511,7 @@ class Daemon:
             "updated": _iso(time.time()),
             "started": _iso(self.started),
             "files": files,
-            "counters": dict(self.counters),
+            "counters": {**self.counters, "documents_retried": sender.retried if sender else 0},
             "docs_per_min": sum(n for _, n in self.shipped_times),
             "lag_seconds": round(self.last_lag, 3),
             "buffered_bytes": self.inflight_bytes,
@@ -620,7 +570,7 @@ class Daemon:
             # --once waits for OpenSearch as long as it takes, unless told to stop; a signal
             # bounds the wait by the stop timeout (systemd's TimeoutStopSec must not hit us).
             deadline = None if self.once and not self.stop_requested.is_set() else time.monotonic() + self.stop_timeout
-            while self.inflight and not self._gave_up():
+            while self.inflight and not self._gave_up() and sender.is_alive():
                 if deadline is None and self.stop_requested.is_set():
                     deadline = time.monotonic() + self.stop_timeout
                 if deadline is not None and time.monotonic() >= deadline:
@@ -644,6 +594,20 @@ class Daemon:
         self.notifier.close()
         if self._ack_log is not None:
             self._ack_log.close()
+
+
+_CRASH = os.environ.get("SMTP_SHIPPER_TEST_CRASH", "")  # "<point>:<n>", for tests only
+_crash_counts: Counter[str] = Counter()
+
+
+def _crash_point(point: str) -> None:
+    """Test-only: with SMTP_SHIPPER_TEST_CRASH="after-ack:3" the process kills itself (SIGKILL,
+    no clean-up) the 3rd time it passes that point; the crash tests aim kill -9 at the moments
+    the delivery guarantee rests on (tests/integration/test_daemon_crash.py)."""
+    if _CRASH and _CRASH.startswith(point + ":"):
+        _crash_counts[point] += 1
+        if _crash_counts[point] == int(_CRASH.split(":", 1)[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _iso(t: float) -> str:

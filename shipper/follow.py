@@ -214,6 +214,27 @@ class Follower:
             self._maybe_finish(f)
         self._first_poll = False
 
+    def covers(self, path: str) -> bool:
+        """Whether ``path`` is one of this input's files by name (its globs, not its excludes)."""
+        return _matches_any(path, self.paths) and not (self.exclude and _matches_any(path, self.exclude))
+
+    def adopt(self, path: str) -> TrackedFile | None:
+        """Follow ``path`` although the globs no longer match it — a file of ours renamed while
+        we were not running (logrotate's ``.1``) — from its checkpoint, to drain what is left
+        of it: it is treated as rotated away from the start."""
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            log.warning("cannot stat %s: %s", path, exc)
+            return None
+        f = self._open(path, st)
+        if f is not None:
+            log.info("%s was renamed out of the configured paths while smtp-shipper was not running; "
+                     "draining what is left of it", path)
+            f.path = None
+            f.gone_since = self.clock()
+        return f
+
     def _open(self, path: str, st: os.stat_result) -> TrackedFile | None:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -329,6 +350,19 @@ class Follower:
         for f in self.files:
             f.close()
         self.files.clear()
+
+
+def find_by_identity(directory: str, dev: int, ino: int) -> str | None:
+    """The regular file in ``directory`` with device ``dev`` and inode ``ino``, if any."""
+    try:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.inode() == ino and entry.is_file(follow_symlinks=False) \
+                        and entry.stat(follow_symlinks=False).st_dev == dev:
+                    return entry.path
+    except OSError:
+        return None
+    return None
 
 
 def _is_regular(st: os.stat_result) -> bool:

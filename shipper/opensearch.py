@@ -44,7 +44,7 @@ from opensearchpy import OpenSearch
 
 from shipper.batching import BatchBuilder, BulkBatch, BulkItem, batches, dumps
 from shipper.errors import ConnectionFailed, RequestRefused, ShipperError
-from shipper.settings import PASSWORD_ENV, OpenSearchSettings, Settings
+from shipper.settings import PASSWORD_ENV, OpenSearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ class BulkShipper:
     def __init__(
         self,
         client: OpenSearch,
-        settings: Settings | OpenSearchSettings,
+        settings: OpenSearchSettings,
         dead_letter_path: str | os.PathLike[str],
         *,
         max_retries: int | EllipsisType | None = ...,
@@ -349,11 +349,10 @@ class BulkShipper:
         sleep: Callable[[float], None] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        os_settings = settings.opensearch if isinstance(settings, Settings) else settings
         self._client = client
-        self._settings = os_settings
-        self._bulk = os_settings.bulk
-        self.prefix: str = os_settings.index_prefix
+        self._settings = settings
+        self._bulk = settings.bulk
+        self.prefix: str = settings.index_prefix
         # ``...`` (the default) means "as configured"; None means "forever" (the daemon).
         self.max_retries: int | None = (
             self._bulk.max_retries if isinstance(max_retries, EllipsisType) else max_retries
@@ -363,7 +362,7 @@ class BulkShipper:
         self._should_stop = _stop_predicate(stop)
         self._sleep = sleep
         self._rand = rand
-        self._where = display_hosts(os_settings)
+        self._where = display_hosts(settings)
 
     # -- public
 

@@ -121,8 +121,9 @@ class Pipeline:
         self._replay.pop(source, None)
         self._tags_checked.discard(source)
 
-    def flush_idle(self, now: float, idle_seconds: float) -> list[Shipment]:
-        return self._finish(self.grouper.flush_idle(now, idle_seconds))
+    def flush_idle(self, now: float, idle_seconds: float,
+                   ended_seconds: float | None = None) -> list[Shipment]:
+        return self._finish(self.grouper.flush_idle(now, idle_seconds, ended_seconds))
 
     def flush_all(self) -> list[Shipment]:
         return self._finish(self.grouper.flush_all())

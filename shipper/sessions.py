@@ -17,7 +17,7 @@ from collections.abc import Callable, Hashable, Iterable
 
 from shipper.localtime import StreamClock
 from shipper.model import Collected, Connect, Direction, Kind, Record
-from shipper.smtp import CONTINUED, line_shape
+from shipper.smtp import CONTINUED, dialogue_ended, line_shape
 
 _CONNECT = Kind.CONNECT
 _END = Kind.END
@@ -106,12 +106,20 @@ class SessionGrouper:
             self._seen_out = record.connect.outbound
         return s
 
-    def flush_idle(self, now: float, idle_seconds: float) -> list[Collected]:
-        """Finish (as incomplete) the sessions with no line since ``now - idle_seconds``;
-        ``now`` comes from the same clock as the grouper's (``time.monotonic`` by default)."""
-        cutoff = now - idle_seconds
-        stale = [sid for sid, s in self._open.items() if s.seen < cutoff]
-        return [self._finish(self._open.pop(sid), incomplete=True) for sid in stale]
+    def flush_idle(self, now: float, idle_seconds: float,
+                   ended_seconds: float | None = None) -> list[Collected]:
+        """Finish the sessions with no line since ``now - idle_seconds`` (as incomplete) and,
+        with ``ended_seconds``, those whose dialogue plainly ended (``smtp.dialogue_ended``) with
+        no line since ``now - ended_seconds`` though no termination line came. ``now`` comes
+        from the same clock as the grouper's (``time.monotonic`` by default)."""
+        done = []
+        for sid, s in list(self._open.items()):
+            if s.seen < now - idle_seconds:
+                done.append(self._finish(self._open.pop(sid), incomplete=True))
+            elif (ended_seconds is not None and s.seen < now - ended_seconds
+                  and dialogue_ended(s.records, self._direction(s))):
+                done.append(self._finish(self._open.pop(sid), incomplete=False))
+        return done
 
     def flush_all(self) -> list[Collected]:
         """Finish every open session (end of input), oldest first, as incomplete."""
@@ -139,14 +147,16 @@ class SessionGrouper:
         return len(self._open)
 
     def _finish(self, s: _Open, incomplete: bool) -> Collected:
-        direction = self.direction
-        if direction is None:
-            out = s.connect.outbound if s.connect is not None else None
-            if out is None:
-                out = self._seen_out
-            direction = Direction.INBOUND if out is False else Direction.OUTBOUND
-        return Collected(s.sid, direction, s.path, s.offset, s.files, s.records, s.connect,
+        return Collected(s.sid, self._direction(s), s.path, s.offset, s.files, s.records, s.connect,
                          incomplete)
+
+    def _direction(self, s: _Open) -> Direction:
+        if self.direction is not None:
+            return self.direction
+        out = s.connect.outbound if s.connect is not None else None
+        if out is None:
+            out = self._seen_out
+        return Direction.INBOUND if out is False else Direction.OUTBOUND
 
 
 def _talked(records: list[Record]) -> bool:

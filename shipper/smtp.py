@@ -30,6 +30,7 @@ begins inside one).
 from __future__ import annotations
 
 import operator
+import re
 from collections import deque
 from typing import NamedTuple
 
@@ -364,6 +365,24 @@ def _tags_agree(records: list[Record], client: Side) -> bool | None:
                            and server_first.split(" ", 1)[0].upper() in VERBS)
                 return not swapped
     return None
+
+
+# What a Java mail server logs when it could not connect at all (java.net exceptions).
+_CONNECT_FAILED = re.compile(r"connection refused|connect timed out|unable to connect|could not connect|"
+                             r"no route to host|network is unreachable|unknownhost", re.IGNORECASE)
+
+
+def dialogue_ended(records: list[Record], direction: Direction) -> bool:
+    """Whether a session's lines so far plainly end its dialogue, termination line or not: the
+    server's last word was 221 (closing, RFC 5321 §4.2.2) or 421 (closing down, §3.8), or
+    the log says the connection could not be made."""
+    client = _LOCAL if direction is _OUTBOUND else _PEER
+    for r in reversed(records):
+        if r.kind is _PROTOCOL and r.side is not client:
+            return r.payload[:3] in ("221", "421") and line_shape(r.payload) == LAST
+        if r.kind is Kind.NOTE and _CONNECT_FAILED.search(r.payload):
+            return True
+    return False
 
 
 def _lone_token(payload: str) -> bool:

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             )
 
     progress = None if args.no_progress else Progress(sum(sizes.values()))
-    shipper = BulkShipper(client, settings, dead_path)
+    shipper = BulkShipper(client, settings.opensearch, dead_path)
     started = time.monotonic()
     # multiprocessing gives a worker /dev/null for stdin, so `-` is parsed here
     use_worker = not args.no_worker and "fork" in mp.get_all_start_methods() and STDIN not in files

@@ -67,7 +67,7 @@ def test_refused_documents_are_dead_lettered_and_the_rest_indexed(opensearch, in
     docs[3] = doc(3, **{"smtp.surprise": "x"})
     docs[7] = doc(7, **{"smtp.remote.ip": "not-an-ip"})
     dead = tmp_path / "dead-letters.ndjson"
-    shipper = BulkShipper(make_client(installed.opensearch), installed, dead)
+    shipper = BulkShipper(make_client(installed.opensearch), installed.opensearch, dead)
     result = shipper.ship(docs)
     assert (8, 2) == (result.acknowledged, result.dead_lettered)
     assert 8 == count(opensearch, index_prefix)
@@ -157,7 +157,7 @@ def test_429_items_and_503_requests_are_retried_until_all_arrive(opensearch, ins
     url, state = proxy
     s = settings(url, index_prefix, max_docs=30)
     docs = [doc(n) for n in range(100)]
-    shipper = BulkShipper(make_client(s.opensearch), s, tmp_path / "dead.ndjson")
+    shipper = BulkShipper(make_client(s.opensearch), s.opensearch, tmp_path / "dead.ndjson")
     result = shipper.ship(docs)
     assert (100, 0) == (result.acknowledged, result.dead_lettered)
     assert len(state["rejected_once"]) > 30
@@ -171,6 +171,6 @@ def test_gzip_request_bodies(opensearch, installed, opensearch_url, index_prefix
     s = settings(opensearch_url, index_prefix, compression=True)
     client = make_client(s.opensearch)
     assert client.transport.connection_pool.connections[0].http_compress
-    result = BulkShipper(client, s, tmp_path / "dead.ndjson").ship(doc(n) for n in range(25))
+    result = BulkShipper(client, s.opensearch, tmp_path / "dead.ndjson").ship(doc(n) for n in range(25))
     assert (25, 0) == (result.acknowledged, result.dead_lettered)
     assert 25 == count(opensearch, index_prefix)

@@ -14,8 +14,10 @@ from .test_daemon_support import (
     BackgroundWriter,
     DaemonProcess,
     TranscriptWriter,
-    expected_ids,
+    assert_same_documents,
+    expected_documents,
     indexed_docs,
+    indexed_documents,
     read_status,
     wait_until,
     write_config,
@@ -94,7 +96,7 @@ def test_rename_copytruncate_and_delete_while_writing(tmp_path, opensearch, open
         bg.stop()
     writer.finish_all()
     writer.close()
-    expected = expected_ids([tmp_path / "journal.log"], HOST_NAME)
+    expected = expected_documents([tmp_path / "journal.log"], HOST_NAME)
 
     def arrived():
         docs = indexed_docs(opensearch, index_prefix)
@@ -103,9 +105,8 @@ def test_rename_copytruncate_and_delete_while_writing(tmp_path, opensearch, open
     docs = wait_until(arrived, 60, f"{len(expected)} documents")
     wait_until(lambda: "finished and released" in d.log_text(), 15, "the deleted file to be released")
     assert d.stop() == 0, d.log_text()[-3000:]
+    assert_same_documents(expected, *indexed_documents(opensearch, index_prefix))
     docs = indexed_docs(opensearch, index_prefix)
-    ids = [h["_id"] for h in docs]
-    assert sorted(ids) == sorted(expected)
     by_session = {}
     for h in docs:
         by_session.setdefault(h["_source"]["smtp"]["session_id"], []).append(h["_source"])
@@ -120,14 +121,15 @@ def test_rename_copytruncate_and_delete_while_writing(tmp_path, opensearch, open
 
 
 def test_idle_session_is_emitted_incomplete(tmp_path, opensearch, opensearch_url, index_prefix):
-    """A session without termination comes out after idle_timeout with smtp.incomplete: true."""
+    """A session without termination (and no end of its dialogue: no QUIT) comes out after
+    idle_timeout with smtp.incomplete: true."""
     log = tmp_path / "SMTPOutboundConversation.log"
     writer = TranscriptWriter(log, tmp_path / "journal.log")
     cfg = write_config(tmp_path / "cfg.yml", url=opensearch_url, prefix=index_prefix, state_dir=tmp_path / "s",
                        inputs=[xeams_input(str(log))], idle_timeout=2)
     d = DaemonProcess(cfg, tmp_path / "daemon.log")
     try:
-        sid = writer.write_session(terminate=False)
+        sid = writer.write_session(terminate=False, quit=False)
         writer.close()
         t0 = time.monotonic()
         docs = wait_until(lambda: indexed_docs(opensearch, index_prefix), 30, "the idle session")
@@ -138,3 +140,23 @@ def test_idle_session_is_emitted_incomplete(tmp_path, opensearch, opensearch_url
     (doc,) = docs
     assert doc["_source"]["smtp"]["session_id"] == sid
     assert doc["_source"]["smtp"]["incomplete"] is True
+
+
+def test_a_dialogue_that_plainly_ended_is_shipped_at_once(tmp_path, opensearch, opensearch_url, index_prefix):
+    """A session ending in the server's 221 to QUIT, with no termination line after it, is
+    shipped within seconds (not after idle_timeout, 300 s here), and is not incomplete."""
+    log = tmp_path / "SMTPOutboundConversation.log"
+    writer = TranscriptWriter(log, tmp_path / "journal.log")
+    cfg = write_config(tmp_path / "cfg.yml", url=opensearch_url, prefix=index_prefix, state_dir=tmp_path / "s",
+                       inputs=[xeams_input(str(log))], idle_timeout=300)
+    d = DaemonProcess(cfg, tmp_path / "daemon.log")
+    try:
+        sid = writer.write_session(terminate=False)
+        open_one = writer.write_session(terminate=False, quit=False)
+        writer.close()
+        docs = wait_until(lambda: indexed_docs(opensearch, index_prefix), 20, "the ended session")
+    finally:
+        assert d.stop() == 0
+    (doc,) = docs  # the other one is still waiting for its next line
+    assert (sid, None) == (doc["_source"]["smtp"]["session_id"], doc["_source"]["smtp"].get("incomplete"))
+    assert open_one != sid

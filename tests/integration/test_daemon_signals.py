@@ -18,12 +18,17 @@ from pathlib import Path
 import pytest
 
 from .test_daemon_support import (
+    HOST_NAME,
     REPO,
     BackgroundWriter,
     DaemonProcess,
     TranscriptWriter,
+    assert_same_documents,
+    expected_documents,
     indexed_docs,
+    indexed_documents,
     read_status,
+    run_once,
     wait_until,
     write_config,
     xeams_input,
@@ -51,7 +56,6 @@ def test_sigterm_during_ingest_exits_0_with_checkpoints(tmp_path, opensearch, op
         took = time.monotonic() - t0
     finally:
         bg.stop()
-        writer.close()
     assert rc == 0, d.log_text()[-2000:]
     assert took < 20
     cps = json.loads((state / "checkpoints.json").read_text())["files"]
@@ -59,6 +63,11 @@ def test_sigterm_during_ingest_exits_0_with_checkpoints(tmp_path, opensearch, op
     assert cp["path"] == str(log)
     assert 0 < cp["offset"] <= log.stat().st_size
     assert "received SIGTERM" in d.log_text()
+    # The restart ships the rest, from the checkpoint: every document of the file, once, whole.
+    writer.finish_all()
+    writer.close()
+    assert run_once(cfg, tmp_path / "daemon.log") == 0, d.log_text()[-2000:]
+    assert_same_documents(expected_documents([log], HOST_NAME), *indexed_documents(opensearch, index_prefix))
 
 
 def test_sighup_adds_an_input_and_survives_a_bad_config(tmp_path, opensearch, opensearch_url, index_prefix):
@@ -176,7 +185,7 @@ def test_status_command_reads_status_json(tmp_path, opensearch, opensearch_url, 
     log = tmp_path / "SMTPOutboundConversation.log"
     writer = TranscriptWriter(log, tmp_path / "journal.log")
     writer.write_session()
-    writer.write_session(terminate=False)
+    writer.write_session(terminate=False, quit=False)  # still talking: open
     writer.write_raw(b"garbage that is no xeams line\n")
     writer.close()
     state = tmp_path / "s"

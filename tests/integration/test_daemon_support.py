@@ -51,7 +51,7 @@ class TranscriptWriter:
         self.clock += dt.timedelta(milliseconds=self.rand.randint(1, 40))
         return self.clock.strftime("%Y-%m-%d %H:%M:%S,") + f"{self.clock.microsecond // 1000:03d}"
 
-    def session_lines(self, sid: str, *, terminate: bool = True, rcpts: int = 1) -> list[str]:
+    def session_lines(self, sid: str, *, terminate: bool = True, rcpts: int = 1, quit: bool = True) -> list[str]:
         n = int(sid)
         lines = [f"************ New (secure) connection to: 10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}",
                  "S <-- EHLO mail.example.net", "C --> 250-mx.example.com at your service",
@@ -59,8 +59,9 @@ class TranscriptWriter:
                  "C --> 250 2.1.0 OK"]
         for r in range(rcpts):
             lines += [f"S <-- RCPT TO:<user{n}.{r}@example.org>", "C --> 250 2.1.5 OK"]
-        lines += ["S <-- DATA", "C --> 354  Go ahead", "C --> 250 2.0.0 OK queued",
-                  "S <-- QUIT", "C --> 221 2.0.0 closing connection"]
+        lines += ["S <-- DATA", "C --> 354  Go ahead", "C --> 250 2.0.0 OK queued"]
+        if quit:
+            lines += ["S <-- QUIT", "C --> 221 2.0.0 closing connection"]
         if terminate:
             lines.append("~~~~~~~~~~~~ Connection Terminated ( 842)")
         return lines
@@ -105,12 +106,14 @@ class TranscriptWriter:
             self.open.clear()
             self.write_raw(b"".join(out))
 
-    def write_session(self, *, terminate: bool = True) -> str:
-        """One whole session at once (not interleaved)."""
+    def write_session(self, *, terminate: bool = True, quit: bool = True) -> str:
+        """One whole session at once (not interleaved); without ``quit``, it breaks off after
+        the message was accepted (neither QUIT nor its 221)."""
         with self.lock:
             sid = str(self.next_id)
             self.next_id += 1
-            self.write_raw(b"".join(self._format(sid, p) for p in self.session_lines(sid, terminate=terminate)))
+            self.write_raw(b"".join(self._format(sid, p)
+                                    for p in self.session_lines(sid, terminate=terminate, quit=quit)))
             return sid
 
     def reopen(self) -> None:
@@ -141,18 +144,51 @@ class BackgroundWriter(threading.Thread):
 
 
 # --------------------------------------------------------------------------- expected documents
-def expected_ids(paths: Iterable[Path], host_name: str) -> list[str]:
-    """Ids of the documents of a whole-file parse of ``paths`` (``shipper.pipeline.documents_of_files``,
-    the same path as `smtp-shipper parse`), in order through one assembler."""
+def expected_documents(paths: Iterable[Path], host_name: str) -> dict[str, dict[str, Any]]:
+    """The documents of a whole-file parse of ``paths`` (``shipper.pipeline.documents_of_files``,
+    the same path as `smtp-shipper parse`), in order through one pipeline, by id, without
+    their ``log`` position (a followed file is named by the path it was opened under, and a
+    session read again after a restart keeps its first line's position either way)."""
     from zoneinfo import ZoneInfo
 
-    from shipper import documents
+    from shipper.batching import document_id
     from shipper.model import Direction
     from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
     options = ParseOptions(direction=Direction.OUTBOUND, tz=ZoneInfo("UTC"), host_name=host_name)
     docs = documents_of_files([str(p) for p in paths], options, ParseStats())
-    return [documents.document_id(d) for d in docs]
+    return {document_id(d): _without_log(d) for d in docs}
+
+
+def expected_ids(paths: Iterable[Path], host_name: str) -> list[str]:
+    return list(expected_documents(paths, host_name))
+
+
+def _without_log(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "log"}
+
+
+def indexed_documents(client: Any, prefix: str) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """What reached the index: by id (without ``log``), and the ids seen more than once
+    (in two daily indices)."""
+    by_id: dict[str, dict[str, Any]] = {}
+    twice = []
+    for hit in indexed_docs(client, prefix):
+        if hit["_id"] in by_id:
+            twice.append(hit["_id"])
+        by_id[hit["_id"]] = _without_log(hit["_source"])
+    return by_id, twice
+
+
+def assert_same_documents(expected: dict[str, dict[str, Any]], got: dict[str, dict[str, Any]],
+                          twice: list[str]) -> None:
+    """Every expected document once, whole (not only its id), and nothing else."""
+    missing = set(expected) - set(got)
+    extra = set(got) - set(expected)
+    assert not twice and not missing and not extra, \
+        f"{len(missing)} missing, {len(extra)} extra, {len(twice)} twice, of {len(expected)}"
+    differ = [i for i in expected if expected[i] != got[i]]
+    assert not differ, f"{len(differ)} documents differ, e.g. {expected[differ[0]]} != {got[differ[0]]}"
 
 
 def indexed_docs(client: Any, prefix: str) -> list[dict[str, Any]]:
