@@ -9,14 +9,18 @@ alone when it did not. Actions point at the Notifications channel ``alerting.cha
 Alerting 2.0 and the channel's config_id takes their place). Without a channel the monitors
 are installed without actions: alerts still show in Dashboards → Alerting.
 
-"Changed" is decided by a fingerprint of the rendered body kept in the monitor's
-``ui_metadata``, because OpenSearch hands monitors back normalised (queries rewritten,
-ids, timestamps and user added), so comparing bodies field by field would never be equal.
+"Changed" means the installed monitor does not hold everything our rendered body says
+(``shipper.setup.covers``: dicts as subsets, lists element by element), because the plugin hands
+a monitor back with fields of its own (ids of the triggers and actions, ``last_update_time``,
+``data_sources``, a query's ``boost`` ...). For the subset test to hold, the template writes
+queries in the form the plugin stores them (a term query as ``{"field": {"value": v}}``,
+``track_total_hits`` as a number). A marker of our own in ``ui_metadata`` would not do: the
+plugin's GET and search leave ``ui_metadata`` out of their answers except to OpenSearch
+Dashboards' user agent.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -28,21 +32,31 @@ from opensearchpy import exceptions as os_exc
 
 from shipper.dashboards import alert_views, assets_dir
 from shipper.errors import ConnectionFailed, RequestRefused
-from shipper.setup import Outcome, Step, StepReport, has_plugin, installed_plugins
+from shipper.setup import Outcome, Step, StepReport, covers, has_plugin, installed_plugins
 
 log = logging.getLogger(__name__)
 
 MONITORS_TEMPLATE = "monitors.yml.j2"
 API = "/_plugins/_alerting/monitors"
-FINGERPRINT_KEY = "smtp_shipper"
 
 
 class AlertingUnavailable(Exception):
     """The cluster has no Alerting plugin (the monitors API is not there)."""
 
 
+class NoMonitorsYet(RequestRefused):
+    """The Alerting plugin's config index does not exist yet: no monitor was ever created."""
+
+
+# How Alerting 2.19 answers a monitor search before its first monitor exists: HTTP 404 with
+# {"type": "alerting_exception", "reason": "Configured indices are not found:
+# [.opendistro-alerting-config]", "caused_by": {... "IndexNotFoundException ..."}}; older
+# releases said index_not_found_exception.
+_NO_CONFIG_INDEX = ("Configured indices are not found", "IndexNotFoundException", "index_not_found_exception")
+
+
 def render_monitors(settings: Any) -> list[dict[str, Any]]:
-    """The monitor bodies for ``settings.opensearch.index_prefix``, each with its fingerprint."""
+    """The monitor bodies for ``settings.opensearch.index_prefix``."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(assets_dir())),
         undefined=jinja2.StrictUndefined,
@@ -55,21 +69,12 @@ def render_monitors(settings: Any) -> list[dict[str, Any]]:
         views=alert_views(settings),  # the dashboard and panels the alert texts name and link to
     )
     monitors: list[dict[str, Any]] = yaml.safe_load(text)
-    for body in monitors:
-        body["ui_metadata"] = {FINGERPRINT_KEY: {"fingerprint": fingerprint(body)}}
     return monitors
 
 
-def fingerprint(body: dict[str, Any]) -> str:
-    """sha256 of the body as we render it (without its ui_metadata)."""
-    plain = {k: v for k, v in body.items() if k != "ui_metadata"}
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def stored_fingerprint(monitor: dict[str, Any]) -> str | None:
-    meta = monitor.get("ui_metadata") or {}
-    mine = meta.get(FINGERPRINT_KEY) or {}
-    return mine.get("fingerprint")
+def is_installed_as(installed: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Does the monitor the plugin hands back (``GET``'s ``monitor``) say all that ``body`` says?"""
+    return covers(installed, body)
 
 
 def monitor_filename(name: str) -> str:
@@ -103,6 +108,8 @@ def _call(client: Any, method: str, url: str, *, body: Any = None, params: dict[
         text = json.dumps(exc.info)[:800] if exc.info else str(exc)
         if status in (400, 404, 405) and "no handler found" in text:
             raise AlertingUnavailable(text) from exc
+        if status == 404 and any(marker in text for marker in _NO_CONFIG_INDEX):
+            raise NoMonitorsYet(f"OpenSearch has no monitors yet ({method} {url}: HTTP 404): {text}") from exc
         if status in (401, 403):
             raise ConnectionFailed(
                 f"OpenSearch refused {method} {url} (HTTP {status}): {text}",
@@ -116,11 +123,8 @@ def find_monitors(client: Any, name: str) -> list[dict[str, Any]]:
     query = {"size": 10, "seq_no_primary_term": True, "query": {"term": {"monitor.name.keyword": name}}}
     try:
         answer = _call(client, "POST", f"{API}/_search", body=query)
-    except RequestRefused as exc:
-        # No monitor was ever created on this cluster: the alerting config index does not exist.
-        if "index_not_found_exception" in str(exc):
-            return []
-        raise
+    except NoMonitorsYet:
+        return []
     found = []
     for hit in answer.get("hits", {}).get("hits", []):
         source = hit.get("_source", {})
@@ -203,7 +207,7 @@ class MonitorStep:
             ids = ", ".join(f["_id"] for f in found)
             log.warning("%d monitors are named %r (%s); only the first is kept up to date", len(found), self.body["name"], ids)
         current = get_monitor(self.client, found[0]["_id"])
-        if stored_fingerprint(current.get("monitor", {})) == stored_fingerprint(self.body):
+        if is_installed_as(current.get("monitor", {}), self.body):
             return StepReport(self.name, Outcome.UNCHANGED, note, dry_run)
         if not dry_run:
             try:

@@ -3,7 +3,9 @@
 OpenSearch is found or started lazily, the first time a test asks for ``opensearch_url`` /
 ``opensearch`` / ``index_prefix``: a unit-only run (``pytest -m "not integration"``) never starts
 Java. When no OpenSearch can be had, every test that needs one errors with the reason; none is
-skipped.
+skipped. Tests that need the Alerting or ISM plugin ask for the ``alerting_plugin`` /
+``ism_plugin`` fixture: skipped, saying how to get the plugins' sources, only where that is
+expected (opensearch_harness.missing_plugin); on our own node built from the sources they run.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import opensearch_harness
 
-_BACKEND_KEY = pytest.StashKey[str]()
+_BACKEND_KEY = pytest.StashKey[opensearch_harness.Backend]()
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +32,7 @@ def opensearch_url(request: pytest.FixtureRequest) -> Iterator[str]:
         backend = opensearch_harness.acquire()
     except opensearch_harness.OpenSearchUnavailable as exc:
         pytest.fail(f"no OpenSearch for integration tests: {exc}", pytrace=False)
-    request.config.stash[_BACKEND_KEY] = backend.description
+    request.config.stash[_BACKEND_KEY] = backend
     try:
         yield backend.url
     finally:
@@ -63,7 +65,28 @@ def index_prefix(request: pytest.FixtureRequest, opensearch) -> Iterator[str]:
     opensearch_harness.cleanup_prefix(opensearch, prefix)
 
 
+def _require_plugin(request: pytest.FixtureRequest, client, plugin: str) -> None:
+    verdict = opensearch_harness.missing_plugin(client, request.config.stash[_BACKEND_KEY], plugin)
+    if verdict is not None:
+        action, why = verdict
+        if action == "skip":
+            pytest.skip(why)
+        pytest.fail(why, pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def alerting_plugin(request: pytest.FixtureRequest, opensearch) -> None:
+    """The node has the Alerting plugin (else skip or fail, see the module docstring)."""
+    _require_plugin(request, opensearch, "alerting")
+
+
+@pytest.fixture(scope="session")
+def ism_plugin(request: pytest.FixtureRequest, opensearch) -> None:
+    """The node has the Index Management (ISM) plugin (else skip or fail)."""
+    _require_plugin(request, opensearch, "ism")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     backend = config.stash.get(_BACKEND_KEY, None)
     if backend:
-        terminalreporter.write_line(f"OpenSearch for integration tests: {backend}")
+        terminalreporter.write_line(f"OpenSearch for integration tests: {backend.description}")

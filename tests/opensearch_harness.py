@@ -5,13 +5,17 @@ Order of preference (first that applies wins):
 1. ``OPENSEARCH_URL`` is set: use it as is (never started or stopped here).
 2. A Docker engine answers a ``/_ping``: a testcontainers ``OpenSearchContainer``
    (``SMTP_SHIPPER_TEST_IMAGE``, default ``opensearchproject/opensearch:2.19.3``, security off).
-3. The embedded node of ``deploy/opensearch-local`` on ``SMTP_SHIPPER_TEST_PORT`` (default 9250,
+3. The local node of ``deploy/opensearch-local`` on ``SMTP_SHIPPER_TEST_PORT`` (default 9250,
    so a developer's node on 9200 is left alone). An OpenSearch already listening there is reused;
    otherwise it is started (data in ``deploy/opensearch-local/data/test-<port>``, wiped first).
    Parallel sessions share it; the last session that leaves stops a node a session started.
 
 ``SMTP_SHIPPER_TEST_OPENSEARCH=local|docker|auto`` (default ``auto``) forces step 2 or 3.
 Any failure raises :class:`OpenSearchUnavailable` with a message that says what to do.
+
+The local node has the Alerting and Index Management (ISM) plugins when their sources were found
+at build time (:func:`plugin_sources`); :func:`missing_plugin` tells a test that needs one of
+them whether to run, to skip (no sources: a user's clone) or to fail (sources, but no plugin).
 """
 
 from __future__ import annotations
@@ -35,8 +39,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_DIR = REPO_ROOT / "deploy" / "opensearch-local"
 DEFAULT_TEST_PORT = 9250
 DEFAULT_IMAGE = "opensearchproject/opensearch:2.19.3"
-# Covers a cold Maven build of the launcher (about a minute on a slow network) plus start-up.
-START_TIMEOUT_SECONDS = 600
+# Covers a cold build of the node (downloads, and Alerting and ISM compiled from source: 4-11
+# minutes on 2 cores) plus start-up.
+START_TIMEOUT_SECONDS = 2400
+
+# What deploy/opensearch-local/start builds the plugins from, and where it looks (same order).
+PLUGIN_SOURCES = ("opensearch-alerting-2.19.4.0-src.tar.gz", "opensearch-index-management-2.19.4.0-src.tar.gz")
+HOW_TO_GET_PLUGIN_SOURCES = (
+    "the local node builds the Alerting and Index Management plugins from their upstream sources, "
+    f"{' and '.join(PLUGIN_SOURCES)}, which were not found (looked in $SMTP_SHIPPER_VENDOR_DIR, "
+    "<repo>/../shared/vendor, /work/shared/vendor). Get them as deploy/opensearch-local/README.md says "
+    "('Alerting and ISM from source': a git archive of the 2.19.4.0 tag of each upstream repository), put them "
+    "in one folder, set SMTP_SHIPPER_VENDOR_DIR to it and stop the test node "
+    "(OPENSEARCH_PORT=<port> deploy/opensearch-local/stop) so that the next run rebuilds it; or point "
+    "OPENSEARCH_URL at an OpenSearch that has the plugins"
+)
+
+# name in _nodes/plugins and _cat/plugins, and the plugin class (what an embedded node lists)
+PLUGINS = {
+    "alerting": ("opensearch-alerting", "org.opensearch.alerting.AlertingPlugin"),
+    "ism": ("opensearch-index-management", "org.opensearch.indexmanagement.IndexManagementPlugin"),
+    "job-scheduler": ("opensearch-job-scheduler", "org.opensearch.jobscheduler.JobSchedulerPlugin"),
+}
 
 
 class OpenSearchUnavailable(RuntimeError):
@@ -50,6 +74,7 @@ class Backend:
     url: str
     description: str
     _stop: Callable[[], None] | None = field(default=None, repr=False)
+    local: bool = False  # the node of deploy/opensearch-local (built here), not someone else's
 
     @property
     def started_here(self) -> bool:
@@ -184,7 +209,7 @@ def start_local(port: int) -> Backend:
                     "free it or set SMTP_SHIPPER_TEST_PORT / OPENSEARCH_URL"
                 )
             if not managed.exists():
-                return Backend(url, f"already running at {url} ({_version(info)}), left running")
+                return Backend(url, f"already running at {url} ({_version(info)}), left running", local=True)
             description = f"local node {url} ({_version(info)}), shared with other test sessions"
         else:
             if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
@@ -221,7 +246,7 @@ def start_local(port: int) -> Backend:
             if stopped.returncode != 0:
                 raise OpenSearchUnavailable(f"deploy/opensearch-local/stop failed: {stopped.stdout}{stopped.stderr}")
 
-    return Backend(url, description, release)
+    return Backend(url, description, release, local=True)
 
 
 @contextlib.contextmanager
@@ -258,12 +283,61 @@ def _run_script(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
         raise OpenSearchUnavailable(f"deploy/opensearch-local/{name} took over {START_TIMEOUT_SECONDS}s") from exc
 
 
+# --------------------------------------------------------------------------------------------- plugins
+
+
+def plugin_sources() -> Path | None:
+    """The folder deploy/opensearch-local/start builds Alerting and ISM from, or None: the first of
+    ``$SMTP_SHIPPER_VENDOR_DIR`` (``none``: none), ``<repo>/../shared/vendor`` and
+    ``/work/shared/vendor`` that holds both source tarballs."""
+    named = os.environ.get("SMTP_SHIPPER_VENDOR_DIR", "").strip()
+    if named == "none":
+        return None
+    candidates = [Path(named)] if named else [REPO_ROOT.parent / "shared" / "vendor", Path("/work/shared/vendor")]
+    for folder in candidates:
+        if all((folder / name).is_file() for name in PLUGIN_SOURCES):
+            return folder
+    return None
+
+
+def loaded_plugins(client) -> set[str]:
+    """Names and class names of the plugins (not modules) on every node."""
+    found: set[str] = set()
+    for node in client.nodes.info(metric="plugins")["nodes"].values():
+        for plugin in node.get("plugins", []):
+            found.update(str(plugin.get(key, "")) for key in ("name", "classname"))
+    return found
+
+
+def missing_plugin(client, backend: Backend, plugin: str) -> tuple[str, str] | None:
+    """None when ``plugin`` (a key of PLUGINS) is loaded; else ``("skip", why)`` when that is
+    expected - our local node built without the sources, or a node that is not ours - and
+    ``("fail", why)`` when our local node should have it (the sources are there)."""
+    name, classname = PLUGINS[plugin]
+    loaded = loaded_plugins(client)
+    if name in loaded or classname in loaded:
+        return None
+    if not backend.local:
+        return "skip", f"the OpenSearch at {backend.url} ({backend.description}) has no {name} plugin"
+    sources = plugin_sources()
+    if sources is None and os.environ.get("SMTP_SHIPPER_VENDOR_DIR", "").strip() == "none":
+        return "skip", f"no {name} plugin on the local test node: SMTP_SHIPPER_VENDOR_DIR=none built it without"
+    if sources is None:
+        return "skip", f"no {name} plugin on the local test node: {HOW_TO_GET_PLUGIN_SOURCES}"
+    return "fail", (
+        f"the local test node at {backend.url} has no {name} plugin although its sources are in {sources}: "
+        "was the node started before they were there? Stop it (OPENSEARCH_PORT=<port> "
+        "deploy/opensearch-local/stop) and run again; deploy/opensearch-local/start rebuilds it"
+    )
+
+
 # --------------------------------------------------------------------------------------------- cleanup
 
 
 def cleanup_prefix(client, prefix: str) -> None:
     """Delete what a test made under ``prefix``: data streams, indices, index/component/legacy
-    templates, ingest pipelines and (when the ISM plugin is loaded) ISM policies."""
+    templates, ingest pipelines and, when their plugins are loaded, alerting monitors (named
+    ``smtp-shipper [<prefix>...``) and ISM policies."""
     if not prefix or "*" in prefix or "," in prefix:
         raise ValueError(f"refusing to clean up with prefix {prefix!r}")
     from opensearchpy.exceptions import NotFoundError, RequestError, TransportError
@@ -283,6 +357,7 @@ def cleanup_prefix(client, prefix: str) -> None:
     for name in client.ingest.get_pipeline(id=pattern, ignore=[404]):
         if name.startswith(prefix):
             client.ingest.delete_pipeline(id=name, ignore=[404])
+    _delete_monitors(client, f"smtp-shipper [{prefix}")
     try:
         policies = client.transport.perform_request("GET", "/_plugins/_ism/policies", params={"size": 1000})
     except (NotFoundError, RequestError):
@@ -295,3 +370,15 @@ def cleanup_prefix(client, prefix: str) -> None:
         policy_id = policy.get("_id", "")
         if policy_id.startswith(prefix):
             client.transport.perform_request("DELETE", f"/_plugins/_ism/policies/{policy_id}")
+
+
+def _delete_monitors(client, name_prefix: str) -> None:
+    from opensearchpy.exceptions import NotFoundError, RequestError
+
+    query = {"size": 1000, "query": {"prefix": {"monitor.name.keyword": name_prefix}}}
+    try:
+        found = client.transport.perform_request("POST", "/_plugins/_alerting/monitors/_search", body=query)
+    except (NotFoundError, RequestError):
+        return  # no Alerting plugin, or no monitor was ever made (no config index)
+    for hit in found.get("hits", {}).get("hits", []):
+        client.transport.perform_request("DELETE", f"/_plugins/_alerting/monitors/{hit['_id']}", params={"ignore": 404})

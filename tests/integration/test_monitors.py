@@ -6,10 +6,11 @@ Two layers:
   runs on the real index, and its trigger condition runs in real Painless — a query-level
   condition through the Painless execute API with the plugin's ``ctx.results`` as a param, a
   bucket-level condition as the ``bucket_selector`` it is. This needs no plugin.
-* With the Alerting plugin: ``POST _plugins/_alerting/monitors/_execute?dryrun=true`` runs the
-  very bodies, and ``setup`` installs them (create → unchanged → update in place). When the
-  test node has no Alerting plugin these tests FAIL saying so: the plugin's presence is part
-  of what they assert.
+* In the Alerting plugin: ``POST _plugins/_alerting/monitors/_execute?dryrun=true`` runs the
+  very bodies (and renders their notification messages), and ``setup`` installs them (create →
+  unchanged → update in place). These need the plugin (the ``alerting_plugin`` fixture): the
+  local node has it when built from the plugin's sources; a clone without them skips these
+  tests, saying how to get the sources.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from shipper import monitors
 from shipper.batching import prepare
 from shipper.config import DeferralRateSettings, Settings, ThresholdSettings
-from shipper.setup import Outcome, has_plugin, index_steps, installed_plugins
+from shipper.setup import Outcome, index_steps
 
 pytestmark = pytest.mark.integration
 
@@ -170,55 +171,81 @@ def test_deferral_rate_waits_for_enough_attempts(opensearch, index_prefix):
 
 
 # --------------------------------------------------------------------------- the real plugin
-def require_alerting(client: Any) -> None:
-    plugins = installed_plugins(client)
-    if not has_plugin(plugins, "opensearch-alerting", "org.opensearch.alerting.AlertingPlugin"):
-        # The Alerting plugin is not published on Maven Central, so the local node cannot load it
-        # (deploy/opensearch-local/README.md). Run with OPENSEARCH_URL pointing at a full
-        # OpenSearch to execute these; here they are reported as XFAIL with this reason, never
-        # as passed. With the plugin present the assertions below run and must hold.
-        pytest.xfail(
-            "the Alerting plugin is not loaded on the test OpenSearch node, so the monitors cannot be "
-            f"executed for real (plugins: {sorted(p for p in plugins if '.' not in p) or sorted(plugins)})"
-        )
-
-
 def _execute_outcome(result: dict[str, Any]) -> set[str] | bool:
     assert result.get("error") in (None, ""), result.get("error")
     assert result["input_results"].get("error") in (None, ""), result["input_results"]["error"]
     (trigger_result,) = result["trigger_results"].values()
     assert trigger_result.get("error") in (None, ""), trigger_result["error"]
     if "agg_result_buckets" in trigger_result:
-        return {",".join(b["bucket_keys"]) for b in trigger_result["agg_result_buckets"].values()}
+        # each bucket comes wrapped: {"agg_alert_content": {"bucket_keys": [...], "bucket": {...}}}
+        return {",".join(b["agg_alert_content"]["bucket_keys"]) for b in trigger_result["agg_result_buckets"].values()}
     return bool(trigger_result["triggered"])
 
 
 @pytest.mark.parametrize("name", MONITORS)
-def test_monitor_executes_in_the_alerting_plugin(opensearch, request, name):
-    require_alerting(opensearch)  # first: a missing plugin is this test's failure, not a setup error
-    datasets = request.getfixturevalue("datasets")
+def test_monitor_executes_in_the_alerting_plugin(opensearch, alerting_plugin, datasets, name):
     burst_result = monitors.execute_monitor(opensearch, named(datasets["burst"])[name], period_end_ms=PERIOD_END_MS)
     clean_result = monitors.execute_monitor(opensearch, named(datasets["clean"])[name], period_end_ms=PERIOD_END_MS)
     assert _execute_outcome(burst_result) == EXPECTED_BURST[name]
     assert _execute_outcome(clean_result) == EXPECTED_CLEAN[name]
 
 
-def test_setup_installs_monitors_idempotently(opensearch, index_prefix):
-    require_alerting(opensearch)
+# What each notification must name on the burst (the wording is free; these facts are not).
+EXPECTED_IN_MESSAGE = {
+    "rejections": ["54"],
+    "rejections per recipient domain": ["blocked.example"],
+    "rejections per reason": ["blocklisted"],
+    "deferral rate": ["40", "124"],
+}
+
+
+@pytest.mark.parametrize("name", MONITORS)
+def test_notification_messages_render_with_the_plugins_variables(opensearch, alerting_plugin, datasets, name):
+    """A dry run renders the actions without sending them (the channel need not exist): every
+    mustache variable the messages use must be one the plugin fills in."""
+    settings = dataclasses.replace(
+        datasets["burst"], alerting=dataclasses.replace(datasets["burst"].alerting, channel_id="no-such-channel")
+    )
+    result = monitors.execute_monitor(opensearch, named(settings)[name], period_end_ms=PERIOD_END_MS)
+    (trigger_result,) = result["trigger_results"].values()
+    if "agg_result_buckets" in trigger_result:  # bucket level: {bucket key: {action id: result}}
+        (per_action,) = trigger_result["action_results"].values()
+    else:
+        per_action = trigger_result["action_results"]
+    (action,) = per_action.values()
+    assert action["error"] is None, action["error"]
+    message, subject = action["output"]["message"], action["output"]["subject"]
+    assert subject == f"smtp-shipper [{datasets['burst'].opensearch.index_prefix}]: {name}"
+    for fact in EXPECTED_IN_MESSAGE[name]:
+        assert fact in message, message
+    assert "{{" not in message and "()" not in message and "( " not in message, message
+
+
+def setup_outcomes(settings: Settings, client: Any, *, dry_run: bool = False) -> list[Outcome]:
+    return [s.run(dry_run=dry_run).outcome for s in monitors.setup_steps(settings, client)]
+
+
+def test_setup_installs_monitors_idempotently(opensearch, alerting_plugin, index_prefix):
+    """Dry run → nothing; create → unchanged → a changed threshold updates that monitor in
+    place (same id) → a channel added later updates them all."""
     base = Settings()
     settings = dataclasses.replace(base, opensearch=dataclasses.replace(base.opensearch, index_prefix=index_prefix))
-    try:
-        first = [s.run(dry_run=False) for s in monitors.setup_steps(settings, opensearch)]
-        assert [r.outcome for r in first] == [Outcome.CREATED] * 4
-        again = [s.run(dry_run=False) for s in monitors.setup_steps(settings, opensearch)]
-        assert [r.outcome for r in again] == [Outcome.UNCHANGED] * 4
-        raised = dataclasses.replace(settings, alerting=dataclasses.replace(settings.alerting, rejections=ThresholdSettings(99, 15)))
-        third = [s.run(dry_run=False) for s in monitors.setup_steps(raised, opensearch)]
-        assert [r.outcome for r in third] == [Outcome.UPDATED] + [Outcome.UNCHANGED] * 3
-        (found,) = monitors.find_monitors(opensearch, f"smtp-shipper [{index_prefix}]: rejections")
-        stored = monitors.get_monitor(opensearch, found["_id"])["monitor"]
-        assert "> 99" in json.dumps(stored["triggers"])
-    finally:
-        for body in monitors.render_monitors(settings):
-            for hit in monitors.find_monitors(opensearch, body["name"]):
-                opensearch.transport.perform_request("DELETE", f"{monitors.API}/{hit['_id']}")
+    assert setup_outcomes(settings, opensearch, dry_run=True) == [Outcome.CREATED] * 4
+    assert all(monitors.find_monitors(opensearch, b["name"]) == [] for b in monitors.render_monitors(settings))
+
+    assert setup_outcomes(settings, opensearch) == [Outcome.CREATED] * 4
+    assert setup_outcomes(settings, opensearch) == [Outcome.UNCHANGED] * 4
+    (before,) = monitors.find_monitors(opensearch, f"smtp-shipper [{index_prefix}]: rejections")
+
+    raised = dataclasses.replace(settings, alerting=dataclasses.replace(settings.alerting, rejections=ThresholdSettings(99, 15)))
+    assert setup_outcomes(raised, opensearch, dry_run=True) == [Outcome.UPDATED] + [Outcome.UNCHANGED] * 3
+    assert setup_outcomes(raised, opensearch) == [Outcome.UPDATED] + [Outcome.UNCHANGED] * 3
+    (after,) = monitors.find_monitors(opensearch, f"smtp-shipper [{index_prefix}]: rejections")
+    assert after["_id"] == before["_id"]
+    stored = monitors.get_monitor(opensearch, after["_id"])["monitor"]
+    assert "> 99" in json.dumps(stored["triggers"])
+    assert setup_outcomes(raised, opensearch) == [Outcome.UNCHANGED] * 4
+
+    channel = dataclasses.replace(raised, alerting=dataclasses.replace(raised.alerting, channel_id="chan-1"))
+    assert setup_outcomes(channel, opensearch) == [Outcome.UPDATED] * 4
+    assert setup_outcomes(channel, opensearch) == [Outcome.UNCHANGED] * 4

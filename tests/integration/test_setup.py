@@ -1,9 +1,11 @@
-"""`smtp-shipper setup` against a real node: idempotence, dry run, prefix isolation, and clear
-failures (unreachable, TLS verification, credentials)."""
+"""`smtp-shipper setup` against a real node: idempotence, dry run, prefix isolation, the ISM
+policy and alerting monitors in the real plugins, and clear failures (unreachable, TLS
+verification, credentials)."""
 
 from __future__ import annotations
 
 import http.server
+import re
 import socket
 import ssl
 import subprocess
@@ -32,25 +34,43 @@ def setup(capsys, url: str, prefix: str, *extra: str) -> tuple[int, list[str], s
     return code, out.splitlines(), err
 
 
+def template_lines(lines: list[str], prefix: str) -> list[str]:
+    return [line for line in lines if f" {prefix}" in line and "template" in line]
+
+
+def plugin_lines(lines: list[str], prefix: str) -> list[str]:
+    """The ISM policy's and the four alerting monitors' lines."""
+    return [line for line in lines if f"{prefix}" in line and line.startswith(("ISM policy", "alerting monitor"))]
+
+
 def step_lines(lines: list[str], prefix: str) -> list[str]:
-    return [line for line in lines if f" {prefix}" in line and ("template" in line or "ISM" in line)]
+    return template_lines(lines, prefix) + plugin_lines(lines, prefix)
+
+
+_OUTCOME = re.compile(r": (created|updated|unchanged|skipped|would create|would update)(?: \(.*\))?$")
+
+
+def outcome(line: str) -> str:
+    """A step line's outcome: "<step>: <outcome>" or "<step>: <outcome> (<detail>)"."""
+    found = _OUTCOME.search(line)
+    assert found, f"not a step line: {line!r}"
+    return found.group(1)
 
 
 def test_setup_twice_is_idempotent(capsys, opensearch, opensearch_url, index_prefix):
-    """First run creates the templates; the second reports every step unchanged and changes nothing."""
+    """First run creates the templates; the second reports every step unchanged (or skipped, for
+    a plugin the node lacks) and changes nothing."""
     code, first, _ = setup(capsys, opensearch_url, index_prefix)
     assert 0 == code
-    steps = step_lines(first, index_prefix)
-    assert 4 == len(steps)
-    assert 3 == sum(line.endswith(": created") for line in steps)
-    ism = next(line for line in steps if "ISM policy" in line)
-    assert "skipped (retention not managed: Index Management plugin not installed)" in ism or ism.endswith("created")
+    steps = template_lines(first, index_prefix)
+    assert 3 == len(steps)
+    assert all(outcome(line) == "created" for line in steps), steps
     before = opensearch.indices.get_index_template(name=index_prefix)
 
     code, second, _ = setup(capsys, opensearch_url, index_prefix)
     assert 0 == code
     steps = step_lines(second, index_prefix)
-    assert all(line.endswith(": unchanged") or "skipped" in line for line in steps), steps
+    assert all(outcome(line) in ("unchanged", "skipped") for line in steps), steps
     assert before == opensearch.indices.get_index_template(name=index_prefix)
 
 
@@ -58,9 +78,39 @@ def test_dry_run_changes_nothing(capsys, opensearch, opensearch_url, index_prefi
     """--dry-run says what it would create and leaves the cluster alone."""
     code, lines, _ = setup(capsys, opensearch_url, index_prefix, "--dry-run")
     assert 0 == code
-    assert 3 == sum(line.endswith(": would create") for line in step_lines(lines, index_prefix))
+    assert 3 == sum(outcome(line) == "would create" for line in template_lines(lines, index_prefix))
     assert not opensearch.indices.exists_index_template(name=index_prefix)
     assert lines[-1].startswith("dry run, nothing changed")
+
+
+def test_with_the_plugins_the_policy_and_monitors_are_installed_once(
+    capsys, opensearch, opensearch_url, alerting_plugin, ism_plugin, index_prefix
+):
+    """In the real ISM and Alerting plugins: --dry-run would create the policy and the four
+    monitors and creates nothing; the first run creates them, the second changes nothing."""
+    _, lines, _ = setup(capsys, opensearch_url, index_prefix, "--dry-run")
+    planned = plugin_lines(lines, index_prefix)
+    assert 5 == len(planned) and all(outcome(line) == "would create" for line in planned), planned
+    policy = opensearch.transport.perform_request("GET", f"/_plugins/_ism/policies/{index_prefix}-retention", params={"ignore": 404})
+    assert policy.get("status") == 404, policy
+    assert 0 == len(_monitors_named(opensearch, index_prefix))
+
+    _, lines, _ = setup(capsys, opensearch_url, index_prefix)
+    created = plugin_lines(lines, index_prefix)
+    assert 5 == len(created) and all(outcome(line) == "created" for line in created), created
+    assert 4 == len(_monitors_named(opensearch, index_prefix))
+
+    _, lines, _ = setup(capsys, opensearch_url, index_prefix)
+    again = plugin_lines(lines, index_prefix)
+    assert 5 == len(again) and all(outcome(line) == "unchanged" for line in again), again
+    assert 4 == len(_monitors_named(opensearch, index_prefix))
+
+
+def _monitors_named(client, prefix: str) -> list[dict]:
+    from shipper.monitors import find_monitors
+
+    names = ("rejections", "rejections per recipient domain", "rejections per reason", "deferral rate")
+    return [hit for name in names for hit in find_monitors(client, f"smtp-shipper [{prefix}]: {name}")]
 
 
 def test_changed_setting_is_updated(capsys, opensearch, opensearch_url, index_prefix, tmp_path):
@@ -72,7 +122,7 @@ def test_changed_setting_is_updated(capsys, opensearch, opensearch_url, index_pr
     assert 0 == code
     steps = step_lines(lines, index_prefix)
     assert [f"component template {index_prefix}-settings (0 replicas, refresh 17s): updated"] == [
-        line for line in steps if not line.endswith("unchanged") and "skipped" not in line
+        line for line in steps if outcome(line) not in ("unchanged", "skipped")
     ]
 
 
@@ -95,7 +145,7 @@ def test_two_prefixes_share_a_cluster(capsys, opensearch, opensearch_url, index_
             mapping = next(iter(opensearch.indices.get_mapping(index=index).values()))["mappings"]
             assert "strict" == mapping["dynamic"]
         _, lines, _ = setup(capsys, opensearch_url, index_prefix)
-        assert all(line.endswith("unchanged") or "skipped" in line for line in step_lines(lines, index_prefix))
+        assert all(outcome(line) in ("unchanged", "skipped") for line in step_lines(lines, index_prefix))
         assert opensearch.indices.exists_index_template(name=other)
     finally:
         opensearch.indices.delete(index=f"{other}-*", ignore=404)

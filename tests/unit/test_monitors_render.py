@@ -1,10 +1,13 @@
 """Alerting monitors: rendering from settings, and the create/update/unchanged logic of setup.
 
-The monitors are run for real (``_execute``) in tests/integration/test_monitors.py; here the
-bodies are checked offline, and the install logic runs against an in-memory stand-in of the
-Alerting REST API (the lowest seam: ``client.transport.perform_request``), which behaves
-like the plugin where it matters: search by ``monitor.name.keyword``, ``seq_no`` checks on
-PUT, "no handler found" when the plugin is absent.
+The monitors are run for real (``_execute``) in tests/integration/test_monitors.py and
+installed in the real plugin there and in test_setup.py; here the bodies are checked offline,
+and the install logic runs against an in-memory stand-in of the Alerting REST API (the lowest
+seam: ``client.transport.perform_request``), which behaves like Alerting 2.19 where it matters:
+search by ``monitor.name.keyword``, a 404 "Configured indices are not found" before the first
+monitor, monitors handed back normalised (term queries as ``{"value", "boost"}``,
+``track_total_hits: true`` as a number, ids on triggers and actions) and without
+``ui_metadata``, ``seq_no`` checks on PUT, "no handler found" when the plugin is absent.
 """
 
 from __future__ import annotations
@@ -74,13 +77,13 @@ def test_thresholds_and_schedule_come_from_config_and_names_do_not_change():
     rate = trigger(bodies["deferral rate"])["condition"]["script"]["source"]
     assert "total >= 12" in rate and "> 35.0" in rate
     assert "{{period_end}}||-45m" in json.dumps(bodies["deferral rate"]["inputs"])
-    assert all(monitors.stored_fingerprint(bodies[n]) != monitors.stored_fingerprint(defaults[n]) for n in bodies)
+    assert all(bodies[n] != defaults[n] for n in bodies)
 
 
 def test_monitors_look_at_outbound_deliveries_only():
     for body in monitors.render_monitors(settings_with()):
         filters = body["inputs"][0]["search"]["query"]["query"]["bool"]["filter"]
-        assert {"term": {"smtp.direction": "outbound"}} in filters, body["name"]
+        assert {"term": {"smtp.direction": {"value": "outbound"}}} in filters, body["name"]
 
 
 def test_bucket_monitors_group_by_domain_and_by_reason():
@@ -132,11 +135,28 @@ def test_without_channel_no_actions_with_channel_every_trigger_notifies_it():
             assert action["action_execution_policy"]["action_execution_scope"]["per_alert"]["actionable_alerts"] == ["NEW"]
 
 
-def test_fingerprint_is_stable_and_ignores_itself():
-    one = monitors.render_monitors(settings_with())
-    two = monitors.render_monitors(settings_with())
-    assert one == two
-    assert all(monitors.fingerprint(b) == monitors.stored_fingerprint(b) for b in one)
+def test_rendering_is_stable():
+    assert monitors.render_monitors(settings_with()) == monitors.render_monitors(settings_with())
+
+
+def test_queries_are_written_as_the_plugin_stores_them():
+    """setup finds a monitor unchanged only when the plugin's copy holds ours as a subset: a term
+    query in short form ({"field": "v"}) comes back as {"field": {"value": "v", "boost": 1.0}}
+    and track_total_hits: true as 2147483647, and would look changed on every run."""
+
+    def terms(node: Any) -> list[Any]:
+        if isinstance(node, dict):
+            found = [v for k, v in node.items() if k == "term"]
+            return found + [t for v in node.values() for t in terms(v)]
+        if isinstance(node, list):
+            return [t for v in node for t in terms(v)]
+        return []
+
+    for body in monitors.render_monitors(settings_with()):
+        query = body["inputs"][0]["search"]["query"]
+        for term in terms(query):
+            assert all(isinstance(v, dict) and "value" in v for v in term.values()), (body["name"], term)
+        assert query.get("track_total_hits", 2147483647) == 2147483647, body["name"]
 
 
 def test_export_writes_one_json_per_monitor(tmp_path):
@@ -174,9 +194,13 @@ class FakeAlerting:
         base = monitors.API
         if (method, url) == ("POST", f"{base}/_search"):
             if not self.monitors:
-                raise os_exc.NotFoundError(404, "index_not_found_exception", {"error": {"type": "index_not_found_exception"}})
+                raise os_exc.NotFoundError(404, "alerting_exception", {
+                    "error": {"type": "alerting_exception",
+                              "reason": "Configured indices are not found: [.opendistro-alerting-config]",
+                              "caused_by": {"type": "exception", "reason": "org.opensearch.index.IndexNotFoundException: no such index"}},
+                    "status": 404})
             name = body["query"]["term"]["monitor.name.keyword"]
-            hits = [{"_id": i, "_source": dict(m["monitor"])} for i, m in self.monitors.items() if m["monitor"]["name"] == name]
+            hits = [{"_id": i, "_source": {"monitor": dict(m["monitor"])}} for i, m in self.monitors.items() if m["monitor"]["name"] == name]
             return {"hits": {"hits": hits}}
         if method == "POST" and url == base:
             new_id = f"m{len(self.monitors) + 1}"
@@ -193,12 +217,33 @@ class FakeAlerting:
             return {"_id": monitor_id}
         raise AssertionError(f"unexpected {method} {url}")
 
-    @staticmethod
-    def _stored(body: dict[str, Any]) -> dict[str, Any]:
-        # What the plugin hands back: normalised and with fields of its own.
-        stored = json.loads(json.dumps(body))
-        stored.update(last_update_time=1, schema_version=5, user=None)
+    @classmethod
+    def _stored(cls, body: dict[str, Any]) -> dict[str, Any]:
+        """What Alerting 2.19 hands back: normalised, with fields of its own, ui_metadata left out."""
+        stored = cls._normalised(json.loads(json.dumps(body)))
+        stored.pop("ui_metadata", None)
+        stored.update(last_update_time=1, schema_version=5, owner="alerting", data_sources={"alerts_index": ".opendistro-alerting-alerts"})
+        for wrapped in stored["triggers"]:
+            for trig in wrapped.values():
+                trig["id"] = "trigger-id"
+                for action in trig.get("actions", []):
+                    action["id"] = "action-id"
         return stored
+
+    @classmethod
+    def _normalised(cls, node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if key == "term" and isinstance(value, dict):
+                    value = {f: (dict(v, boost=1.0) if isinstance(v, dict) else {"value": v, "boost": 1.0}) for f, v in value.items()}
+                elif key == "track_total_hits" and value is True:
+                    value = 2147483647
+                out[key] = cls._normalised(value)
+            return out
+        if isinstance(node, list):
+            return [cls._normalised(v) for v in node]
+        return node
 
 
 def run_all(settings: Settings, client: Any, *, dry_run: bool = False):
@@ -227,6 +272,18 @@ def test_dry_run_changes_nothing():
     reports = run_all(settings_with(), api, dry_run=True)
     assert [r.line().split(": ", 2)[-1][:12] for r in reports] == ["would create"] * 4
     assert api.monitors == {}
+
+
+def test_a_monitor_changed_in_the_plugin_is_put_back():
+    """Edited by hand (Dashboards → Alerting): setup finds the difference and updates it back."""
+    api = FakeAlerting()
+    run_all(settings_with(), api)
+    edited = next(m["monitor"] for m in api.monitors.values() if m["monitor"]["name"].endswith(": rejections"))
+    trigger(edited)["condition"]["script"]["source"] = "ctx.results[0].hits.total.value > 5000"
+    outcomes = [r.outcome for r in run_all(settings_with(), api)]
+    assert outcomes == [Outcome.UPDATED, Outcome.UNCHANGED, Outcome.UNCHANGED, Outcome.UNCHANGED]
+    stored = next(m["monitor"] for m in api.monitors.values() if m["monitor"]["name"].endswith(": rejections"))
+    assert trigger(stored)["condition"]["script"]["source"] == "ctx.results[0].hits.total.value > 50"
 
 
 def test_a_channel_added_later_updates_the_monitors():

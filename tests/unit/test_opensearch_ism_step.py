@@ -1,6 +1,6 @@
-"""The ISM policy step's decisions. The local test node has no Index Management plugin, so
-the plugin's REST answers are played by a fake transport (shaped like ISM 2.x's GET output:
-it adds last_updated_time, schema_version and each action's default retry)."""
+"""The ISM policy step's decisions, offline: the plugin's REST answers are played by a fake
+transport shaped like ISM 2.19's GET output (it adds last_updated_time, schema_version and each
+action's default retry). The step runs in the real plugin in tests/integration/test_retention.py."""
 
 from __future__ import annotations
 
