@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -207,12 +208,9 @@ class ComponentTemplateStep:
     def run(self, *, dry_run: bool) -> StepReport:
         installed = self.client.cluster.get_component_template(name=self.template_name, ignore=404)
         current = [t["component_template"] for t in installed.get("component_templates", [])]
-        if current and covers(current[0], self.body):
-            return StepReport(self.name, Outcome.UNCHANGED, dry_run=dry_run)
-        outcome = Outcome.UPDATED if current else Outcome.CREATED
-        if not dry_run:
-            self.client.cluster.put_component_template(name=self.template_name, body=self.body)
-        return StepReport(self.name, outcome, dry_run=dry_run)
+        return _put_unless_covered(
+            self.name, current[0] if current else None, self.body, dry_run,
+            lambda: self.client.cluster.put_component_template(name=self.template_name, body=self.body))
 
 
 @dataclass
@@ -228,13 +226,23 @@ class IndexTemplateStep:
     def run(self, *, dry_run: bool) -> StepReport:
         installed = self.client.indices.get_index_template(name=self.template_name, ignore=404)
         current = [t["index_template"] for t in installed.get("index_templates", [])]
-        if current and covers(current[0], self.body):
-            return StepReport(self.name, Outcome.UNCHANGED, dry_run=dry_run)
-        outcome = Outcome.UPDATED if current else Outcome.CREATED
-        if not dry_run:
-            self.client.indices.put_index_template(name=self.template_name, body=self.body)
-        detail = "applies to indices created from now on" if current else ""
-        return StepReport(self.name, outcome, detail, dry_run=dry_run)
+        return _put_unless_covered(
+            self.name, current[0] if current else None, self.body, dry_run,
+            lambda: self.client.indices.put_index_template(name=self.template_name, body=self.body),
+            "applies to indices created from now on")
+
+
+def _put_unless_covered(name: str, current: dict[str, Any] | None, body: dict[str, Any], dry_run: bool,
+                        put: Callable[[], object], detail_if_updated: str = "") -> StepReport:
+    """Unchanged when what is installed already holds ``body``; else created or updated
+    (unless ``dry_run``), with ``detail_if_updated`` said of an update."""
+    if current is not None and covers(current, body):
+        return StepReport(name, Outcome.UNCHANGED, dry_run=dry_run)
+    if not dry_run:
+        put()
+    if current is None:
+        return StepReport(name, Outcome.CREATED, dry_run=dry_run)
+    return StepReport(name, Outcome.UPDATED, detail_if_updated, dry_run=dry_run)
 
 
 ISM_MISSING = "retention not managed: Index Management plugin not installed"

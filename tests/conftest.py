@@ -2,10 +2,15 @@
 
 OpenSearch is found or started lazily, the first time a test asks for ``opensearch_url`` /
 ``opensearch`` / ``index_prefix``: a unit-only run (``pytest -m "not integration"``) never starts
-Java. When no OpenSearch can be had, every test that needs one errors with the reason; none is
-skipped. Tests that need the Alerting or ISM plugin ask for the ``alerting_plugin`` /
-``ism_plugin`` fixture: skipped, saying how to get the plugins' sources, only where that is
-expected (opensearch_harness.missing_plugin); on our own node built from the sources they run.
+Java. When no OpenSearch can be had, every test that needs one errors with the reason: none is
+skipped for a missing OpenSearch.
+
+Tests are skipped, each saying why and how to run it, only where what they need cannot be had
+on this machine: the Alerting or ISM plugin on a node built without their sources (the
+``alerting_plugin`` / ``ism_plugin`` fixtures; on our own node built from the sources they run),
+an OpenSearch Dashboards to import into (``OPENSEARCH_DASHBOARDS_URL`` or Docker),
+``systemd-analyze`` for the unit-file check, and ``orjson`` for the serialisation comparison.
+``pytest -ra`` (the default here) lists every skip with its reason at the end of a run.
 """
 
 from __future__ import annotations
