@@ -215,9 +215,16 @@ class Classifier:
         text: str | None,
         stage: Any = None,
     ) -> tuple[str, Rule | None]:
-        """Like ``classify``, and also the rule that decided (None: none did)."""
+        """Like ``classify``, and also the rule that decided (None: none did).
+
+        ``code is None``: no reply came; then ``enhanced`` and ``text`` may still carry the
+        mail server's own status and explanation (Postfix: ``dsn=4.4.1``, "connect to ...:
+        Connection refused"), which the rules without a ``code`` condition classify; with
+        neither, it is ``connection``."""
         if code is None:
-            return "connection", None
+            if not enhanced and not text:
+                return "connection", None
+            code = ""
         code = str(code).strip()
         if isinstance(stage, enum.Enum):  # a model Stage: its value (``.value`` is a slow property)
             stage = stage._value_
