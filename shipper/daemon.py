@@ -101,7 +101,7 @@ class InputState:
         return ", ".join(self.spec.paths)
 
 
-def _direction(spec: Any, fmt: formats.Format) -> Direction | None:
+def _direction(spec: Any, fmt: formats.AnyFormat) -> Direction | None:
     """The direction of an input's pipeline: as configured, or for ``auto`` what the file
     names say (as ``parse``/``backfill`` do), else None: per session from its content."""
     if spec.direction != "auto":

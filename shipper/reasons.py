@@ -70,6 +70,8 @@ MEANINGS: Mapping[str, str] = {
     "server-error": "the receiving server had a problem of its own (busy, out of "
     "resources, misconfigured, temporary failure)",
     "connection": "no reply was received: refused, dropped or timed out",
+    "expired": "the message stayed undeliverable in the mail server's queue until its "
+    "lifetime ran out (Postfix maximal_queue_lifetime); the attempts before say why",
     "protocol-error": "the receiver found our SMTP commands or the message's format "
     "malformed (syntax, sequence, headers, encoding)",
     "other": "no rule matched the reply (counted, see Classifier.unmatched)",

@@ -52,7 +52,7 @@ from shipper.model import Defect, Direction, Record, Session
 # name → module; each module has ``make_format()`` returning a ready format object.
 _FORMATS: dict[str, str] = {
     "xeams": "shipper.formats.xeams",
-#PFX
+    "postfix": "shipper.formats.postfix",
 }
 
 
