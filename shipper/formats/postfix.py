@@ -25,7 +25,7 @@ out a finished ``Session`` per outcome:
   and, for a message ``smtpd`` accepted (``client=``), one per original recipient when its
   first delivery line names it (Postfix does not log the accepted ``RCPT TO`` itself);
 * internal — a hop: a ``sent`` whose reply says ``queued as NEWQID`` for a queue ID this log
-  already holds (a content filter, a relay on this host) or to a loopback or socket relay, and
+  already holds (a content filter, a relay on this host: they re-inject before they answer), and
   ``forwarded as NEWQID``; the re-injection of such a message; address-verification probes.
 
 Line layouts: the classic syslog prefix (no year: ``_Year`` infers it from the file's time and
@@ -318,10 +318,10 @@ class PostfixFormat:
             self._delivery(qid, q, body, at, sessions)
             return
         _keep(q["lines"], at.text)
+        if body == "removed":  # qmgr when done, postsuper -d
+            del self.queue[qid]
+            return
         if service == "qmgr" or service == "oqmgr":
-            if body == "removed":
-                del self.queue[qid]
-                return
             f = _QMGR_FROM.match(body)
             if f is not None:
                 q["from"], q["size"] = f.group(1), f.group(2)
@@ -402,7 +402,10 @@ class PostfixFormat:
             sessions.append(self._accepted(qid, q, original, at))
         outcome, next_qid, remote = self._judge(status, dsn, text, at, relay)
         direction = Direction.OUTBOUND
-        if next_qid is not None and (next_qid in self.queue or _local_relay(relay) or text.startswith("forwarded")):
+        # A hop hands the message on to a queue ID this log already holds: a content filter
+        # or a relay on this host re-injects the message before it answers (the new queue
+        # ID's smtpd lines come first); local's .forward names the new queue ID itself.
+        if next_qid is not None and (next_qid in self.queue or text.startswith("forwarded as")):
             direction = Direction.INTERNAL
             self._message(next_qid, at)["prev"] = qid
             self.queue[next_qid]["internal"] = True
@@ -706,16 +709,6 @@ def _ip(text: str) -> str | None:
         return str(ipaddress.ip_address(text))
     except ValueError:
         return None
-
-
-def _local_relay(relay: str) -> bool:
-    """A relay on this host: a loopback address or a socket (``private/dovecot-lmtp``)."""
-    m = _HOST_IP.match(relay.strip())
-    if m is None:
-        return False
-    addr = m.group(2)
-    ip = _ip(addr)
-    return (ip is None and "/" in addr) or (ip is not None and ipaddress.ip_address(ip).is_loopback)
 
 
 def _reply(text: str, moment: Moment) -> Reply:
