@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from shipper import batching, follow, formats, opensearch
-from shipper.checkpoint import Checkpoint, CheckpointStore, write_atomic
+from shipper.checkpoint import Checkpoint, CheckpointStore, FormatState, write_atomic
 from shipper.errors import ConnectionFailed, ShipperError
 from shipper.lines import Chunk
 from shipper.model import Defect, Direction, Session
@@ -55,6 +56,7 @@ READ_BUDGET = 4 * 1024 * 1024  # bytes read per input per loop turn
 STATUS_FILE_INTERVAL = 2.0  # seconds between writes of status.json
 CHECKPOINT_INTERVAL = 0.5  # seconds between checkpoint writes (when changed)
 STOP_TIMEOUT = 20.0  # seconds to wait for acknowledgements at shutdown (TimeoutStopSec=30)
+STATE_INTERVAL = 2.0  # seconds between snapshots of a stateful format (Postfix's queue IDs)
 STATUS_FILE = "status.json"
 DEAD_LETTER_FILE = "dead-letter.ndjson"
 
@@ -71,6 +73,7 @@ class Work:
     acked: float = 0.0
     verdicts: Counter[str] = dataclasses.field(default_factory=Counter)
     dead_lettered: int = 0
+    seq: int = 0  # emission order: a format snapshot is saved once all work before it is acked
 
 
 class InputState:
@@ -88,8 +91,26 @@ class InputState:
             spec.paths, spec.exclude, start_at=spec.start_at, checkpoint_lookup=self._lookup,
             on_restart=self.pipeline.forget)
         self.last_shipped: dict[follow.TrackedFile, float] = {}
+        # A stateful format (Postfix): its state is saved with the positions it was taken at
+        # (shipper.checkpoint.FormatState); those positions are its files' checkpoints.
+        self.saved: FormatState | None = None
+        self.committed: dict[follow.TrackedFile, int] = {}  # positions of the last saved snapshot
+        self.first_offset: dict[follow.TrackedFile, int] = {}  # where reading a file began
+        self.pending: tuple[int, dict[follow.TrackedFile, int], dict[str, Any]] | None = None
+        self.snapshot_time = 0.0
+        if self.pipeline.stateful:
+            key = hashlib.sha256("\x1f".join([spec.format, *spec.paths]).encode()).hexdigest()[:16]
+            self.saved = FormatState(store.state_dir, key)
+            state = self.saved.load()
+            if state is not None:
+                self.pipeline.restore_state(state)
 
     def _lookup(self, f: follow.TrackedFile) -> int | None:
+        if self.saved is not None:
+            offset = self.saved.lookup(f.dev, f.ino, f.matches)
+            if offset is not None:
+                self.committed[f] = offset
+                return offset
         cp = self.store.lookup(f.dev, f.ino, f.matches)
         if cp is None:
             return None
@@ -261,6 +282,7 @@ class Daemon:
         ack_log = os.environ.get("SMTP_SHIPPER_ACK_LOG")
         self._ack_log = open(ack_log, "a", encoding="utf-8") if ack_log else None
         self._classifier: Any = None
+        self._seq = 0  # the last Work emitted
 
     # -- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -375,7 +397,8 @@ class Daemon:
         defects = inp.pipeline.stats.defects
         for f, chunk in chunks:
             nbytes += len(chunk.data)
-            shipments += inp.pipeline.feed(f, f.label, chunk)
+            inp.first_offset.setdefault(f, chunk.offset)
+            shipments += inp.pipeline.feed(f, f.label, chunk, f.mtime)
         self.counters["defects"] += inp.pipeline.stats.defects - defects
         self._emit(shipments)
         return nbytes
@@ -392,7 +415,8 @@ class Daemon:
                           if isinstance(f, follow.TrackedFile)]
             nbytes += _session_bytes(session)
         self.counters["sessions"] += len(shipments)
-        w = Work(docs, positions, nbytes, time.monotonic())
+        self._seq += 1
+        w = Work(docs, positions, nbytes, time.monotonic(), seq=self._seq)
         self.inflight.append(w)
         self.inflight_bytes += nbytes
         assert self.sender is not None
@@ -453,7 +477,12 @@ class Daemon:
     def _safe_positions(self) -> dict[follow.TrackedFile, tuple[int, set[str]]]:
         """Per file: where a checkpoint may be, and the sessions to read again from there."""
         safe: dict[follow.TrackedFile, tuple[int, set[str]]] = {}
+        saved: dict[follow.TrackedFile, tuple[int, set[str]]] = {}
         for inp in self.inputs:
+            if inp.saved is not None:  # where its last saved state was taken
+                for f in inp.follower.files:
+                    saved[f] = (inp.committed.get(f, inp.first_offset.get(f, f.offset)), set())
+                continue
             open_positions = inp.pipeline.open_positions()
             for f in inp.follower.files:
                 held = open_positions.get(f)
@@ -464,18 +493,49 @@ class Daemon:
                     p, keep = safe[f]
                     keep.add(sid)
                     safe[f] = (min(p, off), keep)
+        safe.update(saved)
         return safe
 
     def _checkpoints(self) -> dict[str, Checkpoint]:
         out: dict[str, Checkpoint] = {}
         now = time.time()
         for f, (pos, keep) in self._safe_positions().items():
-            replay_until = f.offset if pos < f.offset else 0
+            # lines before f.offset of sessions not in `keep` were shipped; a stateful format's
+            # position has none: everything after it is read again with the saved state
+            replay_until = f.offset if pos < f.offset and keep else 0
             cp = Checkpoint(path=f.path or f.label, dev=f.dev, ino=f.ino, fingerprint=f.fingerprint,
                             fp_len=f.fp_len, offset=pos, replay_until=replay_until,
                             replay_sessions=tuple(sorted(keep)) if replay_until else (), updated=now)
             out[cp.key] = cp
         return out
+
+    def _save_states(self, now: float, force: bool) -> None:
+        """Stateful formats: save the snapshot taken earlier once every document made before it
+        is acknowledged (its positions become the checkpoints), then take the next one."""
+        for inp in self.inputs:
+            if inp.saved is None:
+                continue
+            if inp.pending is not None:
+                seq, positions, state = inp.pending
+                if all(w.seq > seq for w in self.inflight):
+                    try:
+                        inp.saved.save(state, {f"{f.dev}:{f.ino}": {
+                            "path": f.path or f.label, "fingerprint": f.fingerprint, "fp_len": f.fp_len,
+                            "offset": off} for f, off in positions.items()})
+                    except OSError as exc:
+                        log.error("cannot write %s: %s", inp.saved.path, exc)
+                    else:
+                        inp.committed = positions
+                        inp.pending = None
+            if inp.pending is None and (force or now - inp.snapshot_time >= STATE_INTERVAL):
+                positions = {f: f.offset for f in inp.follower.files}
+                if positions != inp.committed:
+                    inp.snapshot_time = now
+                    snapshot = inp.pipeline.save_state()
+                    assert snapshot is not None
+                    inp.pending = (self._seq, positions, snapshot)
+                    if force and not self.inflight:  # at shutdown: nothing to wait for
+                        self._save_states(now, False)
 
     def write_checkpoints(self) -> None:
         try:
@@ -514,6 +574,7 @@ class Daemon:
         self.notifier.watchdog(now)
         if force or now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
             self._last_checkpoint = now
+            self._save_states(now, force)
             self.write_checkpoints()
         if force or now - self._last_status_file >= STATUS_FILE_INTERVAL:
             self._last_status_file = now
