@@ -33,7 +33,8 @@ A session format has ``name``, ``dataset`` and ``direction_from_name`` as above,
   ``snapshot``/``restore``. Nothing depends on the wall clock (no idle timers), so that a
   daemon and a ``parse`` of the same file agree;
 * ``flush_all() -> list[Session]`` — at the end of the input: whatever it still holds back;
-* ``snapshot() -> dict`` and ``restore(dict)`` — its state as JSON-ready data, bounded in size,
+* ``snapshot() -> dict`` and ``restore(dict)`` — its state as JSON-ready data of its own (a
+  copy that feeding on leaves alone), bounded in size,
   so that the daemon can save it with its checkpoints and continue after a restart exactly
   where it stopped (``shipper.pipeline.Pipeline.save_state``).
 """

@@ -43,6 +43,7 @@ unknown.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections import Counter
 from collections.abc import Hashable
@@ -222,9 +223,11 @@ class PostfixFormat:
         return []  # every outcome is shipped when its line is read: nothing is held back
 
     def snapshot(self) -> dict[str, Any]:
-        return {"version": 1, "last_ts": self._last_ts, "fold": self._clock.fold,
+        """The state as JSON-ready data of its own (a copy: feeding on does not change it)."""
+        state: dict[str, Any] = json.loads(json.dumps({"version": 1, "last_ts": self._last_ts, "fold": self._clock.fold,
                 "year": [self._year.year, self._year.month], "queue": self.queue,
-                "procs": self.procs, "relay_tls": self.relay_tls}
+                "procs": self.procs, "relay_tls": self.relay_tls}))
+        return state
 
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("version") != 1:
