@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shipper.pipeline import ParseOptions, ParseStats, documents_of_files  # noqa: E402
+from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
 
 def generate(path: Path, lines: int, seed: int = 1) -> int:
