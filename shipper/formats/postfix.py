@@ -320,6 +320,8 @@ class PostfixFormat:
         if body.startswith("to=<") and service in _DELIVERY:
             self._delivery(qid, q, body, at, sessions)
             return
+        for line in at.before:  # e.g. the connect failure before "host … refused to talk to me"
+            _keep(q["lines"], line)
         _keep(q["lines"], at.text)
         if body == "removed":  # qmgr when done, postsuper -d
             del self.queue[qid]
