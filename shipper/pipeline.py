@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, NamedTuple, cast
 
 from shipper import formats, smtp
@@ -52,6 +52,9 @@ class ParseOptions:
     classifier: Classifier | None = None  # None: the built-in rules
     on_defect: Callable[[Defect], None] | None = None
     max_line: int = MAX_LINE
+    # The year of the first line of a log whose timestamps carry none (Postfix's classic
+    # syslog prefix); None: from the file's modification time.
+    year: int | None = None
 
 
 @dataclass
@@ -286,7 +289,7 @@ def documents_of_files(paths: Iterable[str], options: ParseOptions,
             if pipeline is None:
                 pipeline = pipelines[direction] = Pipeline(fmt, options, stats, direction=direction)
             name = STDIN_NAME if path == STDIN else path
-            when = _modified(path)
+            when = _year_end(options.year) if options.year else _modified(path)
             try:
                 for chunk in read_chunks(path, options.max_line):
                     for shipment in pipeline.feed(name, name, chunk, when):
@@ -296,6 +299,11 @@ def documents_of_files(paths: Iterable[str], options: ParseOptions,
         for pipeline in pipelines.values():
             for shipment in pipeline.flush_all():
                 yield from shipment.documents
+
+
+def _year_end(year: int) -> float:
+    """A file time that puts a yearless log's first line in ``year`` (its last second)."""
+    return datetime(year, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 
 def _modified(path: str) -> float:

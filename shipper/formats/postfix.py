@@ -514,7 +514,7 @@ class PostfixFormat:
         return Session(
             session_id=qid, direction=direction, path=at.path, offset=at.offset,
             files={at.source: at.offset}, start=start, end=moment, incomplete=False,
-            lines=tuple(q["lines"]), remote_ip=ip, remote_host=host, helo=None, tls=bool(q["ctls"]),
+            lines=tuple(_redacted(q["lines"])), remote_ip=ip, remote_host=host, helo=None, tls=bool(q["ctls"]),
             transactions=(Transaction(0, q["from"], (Recipient(rcpt, outcome),), outcome),),
             queue_id=qid, message_id=q["mid"])
 

@@ -246,7 +246,7 @@ def main() -> None:
             data = MAILLOG.read_bytes()[start:]
             (GOLDEN / f"postfix-{name}.log").write_bytes(data)
             (GOLDEN / f"postfix-{name}.args.json").write_text(
-                json.dumps({"format": "postfix", "timezone": "UTC"}) + "\n")
+                json.dumps({"format": "postfix", "timezone": "UTC", "year": time.gmtime().tm_year}) + "\n")
             print(name, data.count(10), "lines")
     finally:
         sh("postfix", "stop", check=False)

@@ -124,3 +124,23 @@ def test_other_programs_and_garbage() -> None:
         b"Nov 26 19:24:32 mx CRON[4]: (root) CMD (x)\ngarbage\n", 0, "f", "f", WHEN)
     assert (fed.lines, fed.skipped, fed.sessions) == (4, 3, [])
     assert [d.reason for d in fed.defects] == ["line matches no syslog layout"]
+
+
+def test_credentials_never_reach_a_transcript() -> None:
+    """AUTH under debug_peer_list, either side's: the initial response and what answers a 334
+    are redacted in every document's transcript (RFC 4954 §4)."""
+    log = (b"Mar  1 08:00:00 mx postfix/submission/smtpd[5]: connect from c.example[192.0.2.5]\n"
+           b"Mar  1 08:00:00 mx postfix/submission/smtpd[5]: < c.example[192.0.2.5]: AUTH LOGIN\n"
+           b"Mar  1 08:00:00 mx postfix/submission/smtpd[5]: > c.example[192.0.2.5]: 334 VXNlcm5hbWU6\n"
+           b"Mar  1 08:00:00 mx postfix/submission/smtpd[5]: < c.example[192.0.2.5]: am9objpzZWNyZXQ=\n"
+           b"Mar  1 08:00:01 mx postfix/submission/smtpd[5]: 0B1C2D3E4F: client=c.example[192.0.2.5]\n"
+           b"Mar  1 08:00:01 mx postfix/qmgr[9]: 0B1C2D3E4F: from=<j@example.net>, size=1, nrcpt=1 (queue active)\n"
+           b"Mar  1 08:00:02 mx postfix/smtp[6]: > mx.example.com[192.0.2.9]:587: AUTH PLAIN AGpvaG4Ac2VjcmV0\n"
+           b"Mar  1 08:00:02 mx postfix/smtp[6]: 0B1C2D3E4F: to=<r@example.com>, relay=mx.example.com[192.0.2.9]:587, "
+           b"delay=1, delays=0/0/0.5/0.5, dsn=2.0.0, status=sent (250 2.0.0 Ok)\n")
+    docs = documents(log, [])
+    assert [d["smtp"]["direction"] for d in docs] == ["inbound", "outbound"]
+    for doc in docs:
+        transcript = doc["smtp"]["transcript"]
+        assert "am9objpzZWNyZXQ=" not in transcript and "AGpvaG4Ac2VjcmV0" not in transcript
+        assert "[redacted]" in transcript
