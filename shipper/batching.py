@@ -33,9 +33,10 @@ def document_id(doc: dict[str, Any]) -> str:
              (doc.get("event") or {}).get("start"), smtp.get("transaction"), to.get("address"))
     if smtp.get("queue_id") is not None:
         # A log joined by queue ID (Postfix) writes a message's receipt (inbound) and its
-        # delivery (outbound) under one queue ID, time and recipient: the direction tells them
-        # apart. Documents without a queue ID (Xeams) keep the five parts.
-        parts = (*parts, smtp.get("direction"))
+        # delivery (outbound) under one queue ID, time and recipient, and a recipient's last
+        # deferral and the expiry that rejects it in one attempt: the direction and the
+        # verdict tell them apart. Documents without a queue ID (Xeams) keep the five parts.
+        parts = (*parts, smtp.get("direction"), smtp.get("verdict"))
     key = "\x1f".join(["" if p is None else str(p) for p in parts])
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 

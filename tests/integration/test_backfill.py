@@ -92,6 +92,7 @@ def test_golden_scenario_backfilled_and_traced(cli, opensearch, index_prefix, sc
         same = [d for d in found if _get(d, "smtp.session_id") == _get(want, "smtp.session_id")
                 and _get(d, "smtp.transaction") == _get(want, "smtp.transaction")
                 and _get(d, "smtp.direction") == _get(want, "smtp.direction")
+                and _get(d, "smtp.verdict") == _get(want, "smtp.verdict")
                 and _get(d, "email.to.address") == _get(want, "email.to.address")]
         assert [want] == same, f"{who}: {len(same)} matching documents of {len(found)}"
 

@@ -144,3 +144,13 @@ def test_credentials_never_reach_a_transcript() -> None:
         transcript = doc["smtp"]["transcript"]
         assert "am9objpzZWNyZXQ=" not in transcript and "AGpvaG4Ac2VjcmV0" not in transcript
         assert "[redacted]" in transcript
+
+
+def test_document_ids_unique_in_every_golden() -> None:
+    """No two documents of a Postfix golden share an id (a receipt and its delivery, a last
+    deferral and its expiry, retries of one recipient): none would overwrite another."""
+    from shipper.batching import document_id
+
+    for log in LOGS:
+        ids = [document_id(d) for d in documents(log.read_bytes(), [])]
+        assert len(ids) == len(set(ids)), log.name
