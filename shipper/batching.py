@@ -29,8 +29,14 @@ def document_id(doc: dict[str, Any]) -> str:
     calls were a third of ``prepare``, bench/docs_bench.py.)"""
     smtp = doc.get("smtp") or {}
     to = (doc.get("email") or {}).get("to") or {}
-    parts = ((doc.get("host") or {}).get("name"), smtp.get("session_id"),
+    parts: tuple[Any, ...] = ((doc.get("host") or {}).get("name"), smtp.get("session_id"),
              (doc.get("event") or {}).get("start"), smtp.get("transaction"), to.get("address"))
+    if smtp.get("queue_id") is not None:
+        # A log joined by queue ID (Postfix) writes a message's receipt (inbound) and its
+        # delivery (outbound) under one queue ID, time and recipient, and a recipient's last
+        # deferral and the expiry that rejects it in one attempt: the direction and the
+        # verdict tell them apart. Documents without a queue ID (Xeams) keep the five parts.
+        parts = (*parts, smtp.get("direction"), smtp.get("verdict"))
     key = "\x1f".join(["" if p is None else str(p) for p in parts])
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 

@@ -155,3 +155,52 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+# -- the saved state of a stateful format ---------------------------------------------------------
+
+STATE_DIR = "format-state"
+
+
+class FormatState:
+    """The joining state of one input whose format keeps state (``Pipeline.stateful``: Postfix
+    joins lines by queue ID) and the file positions it was taken at (I/O):
+    ``<state_dir>/format-state/<key>.json``, written atomically.
+
+    The state and its positions are one snapshot: everything before the positions is in the
+    state, nothing after. The daemon saves one only when OpenSearch has acknowledged every
+    document made from the lines before it, and after a restart resumes from these positions
+    with this state; documents of the lines after them are made again, identical, with the same
+    ids. Written before ``checkpoints.json``: after a crash between the two, these positions
+    (not the older checkpoints) go with the state."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], key: str) -> None:
+        self.path = os.path.join(os.fspath(state_dir), STATE_DIR, f"{key}.json")
+        self.positions: dict[str, dict[str, Any]] = {}
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state (None: none, or unreadable: logged, and the input starts without)."""
+        try:
+            with open(self.path, "rb") as fh:
+                raw = json.load(fh)
+            self.positions = dict(raw["positions"])
+            state: dict[str, Any] = raw["state"]
+            return state
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("%s is unreadable (%s); this input starts without its saved state", self.path, exc)
+            self.positions = {}
+            return None
+
+    def lookup(self, dev: int, ino: int, matches: Any) -> int | None:
+        """The position of the file with this device and inode in the saved snapshot."""
+        entry = self.positions.get(f"{dev}:{ino}")
+        if entry is None or not matches(entry["fingerprint"], entry["fp_len"]):
+            return None
+        return int(entry["offset"])
+
+    def save(self, state: dict[str, Any], positions: Mapping[str, dict[str, Any]]) -> None:
+        write_atomic(self.path, json.dumps({"version": VERSION, "positions": dict(positions),
+                                            "state": state}, separators=(",", ":")).encode())
+        self.positions = dict(positions)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ from typing import Any
 from opensearchpy import OpenSearch
 
 from shipper import follow, formats, opensearch
-from shipper.checkpoint import Checkpoint, CheckpointStore, write_atomic
+from shipper.checkpoint import Checkpoint, CheckpointStore, FormatState, write_atomic
 from shipper.errors import ConnectionFailed, ShipperError
 from shipper.lines import Chunk
 from shipper.model import Defect, Direction, Session
@@ -62,6 +63,7 @@ STOP_TIMEOUT = 20.0  # seconds to wait for acknowledgements at shutdown (Timeout
 # after this many seconds without a line (the termination line comes within milliseconds when
 # the log writes one at all).
 ENDED_GRACE = 2.0
+STATE_INTERVAL = 2.0  # seconds between snapshots of a stateful format (Postfix's queue IDs)
 STATUS_FILE = "status.json"
 
 
@@ -81,8 +83,26 @@ class InputState:
             spec.paths, spec.exclude, start_at=spec.start_at, checkpoint_lookup=self._lookup,
             on_restart=self.pipeline.forget)
         self.last_shipped: dict[follow.TrackedFile, float] = {}
+        # A stateful format (Postfix): its state is saved with the positions it was taken at
+        # (shipper.checkpoint.FormatState); those positions are its files' checkpoints.
+        self.saved: FormatState | None = None
+        self.committed: dict[follow.TrackedFile, int] = {}  # positions of the last saved snapshot
+        self.first_offset: dict[follow.TrackedFile, int] = {}  # where reading a file began
+        self.pending: tuple[int, dict[follow.TrackedFile, int], dict[str, Any]] | None = None
+        self.snapshot_time = 0.0
+        if self.pipeline.stateful:
+            key = hashlib.sha256("\x1f".join([spec.format, *spec.paths]).encode()).hexdigest()[:16]
+            self.saved = FormatState(store.state_dir, key)
+            state = self.saved.load()
+            if state is not None:
+                self.pipeline.restore_state(state)
 
     def _lookup(self, f: follow.TrackedFile) -> int | None:
+        if self.saved is not None:
+            offset = self.saved.lookup(f.dev, f.ino, f.matches)
+            if offset is not None:
+                self.committed[f] = offset
+                return offset
         cp = self.store.lookup(f.dev, f.ino, f.matches)
         if cp is None:
             return None
@@ -94,7 +114,7 @@ class InputState:
         return ", ".join(self.spec.paths)
 
 
-def _direction(spec: InputSettings, fmt: formats.Format) -> Direction | None:
+def _direction(spec: InputSettings, fmt: formats.AnyFormat) -> Direction | None:
     """The direction of an input's pipeline: as configured, or for ``auto`` what the file
     names say (as ``parse``/``backfill`` do), else None: per session from its content."""
     if spec.direction != "auto":
@@ -173,6 +193,7 @@ class Daemon:
         ack_log = os.environ.get("SMTP_SHIPPER_ACK_LOG")
         self._ack_log = open(ack_log, "a", encoding="utf-8") if ack_log else None
         self._classifier: Classifier | None = None
+        self._seq = 0  # the last Work emitted
 
     # -- set-up ------------------------------------------------------------------------------
     def _setup(self) -> None:
@@ -311,7 +332,8 @@ class Daemon:
         defects = inp.pipeline.stats.defects
         for f, chunk in chunks:
             nbytes += len(chunk.data)
-            shipments += inp.pipeline.feed(f, f.label, chunk)
+            inp.first_offset.setdefault(f, chunk.offset)
+            shipments += inp.pipeline.feed(f, f.label, chunk, f.mtime)
         self.counters["defects"] += inp.pipeline.stats.defects - defects
         self._emit(shipments)
         return nbytes
@@ -328,7 +350,8 @@ class Daemon:
                           if isinstance(f, follow.TrackedFile)]
             nbytes += _session_bytes(session)
         self.counters["sessions"] += len(shipments)
-        w = Work(docs, positions, nbytes, time.monotonic())
+        self._seq += 1
+        w = Work(docs, positions, nbytes, time.monotonic(), seq=self._seq)
         self.inflight.append(w)
         self.inflight_bytes += nbytes
         assert self.sender is not None
@@ -398,7 +421,12 @@ class Daemon:
     def _safe_positions(self) -> dict[follow.TrackedFile, tuple[int, set[str]]]:
         """Per file: where a checkpoint may be, and the sessions to read again from there."""
         safe: dict[follow.TrackedFile, tuple[int, set[str]]] = {}
+        saved: dict[follow.TrackedFile, tuple[int, set[str]]] = {}
         for inp in self.inputs:
+            if inp.saved is not None:  # where its last saved state was taken
+                for f in inp.follower.files:
+                    saved[f] = (inp.committed.get(f, inp.first_offset.get(f, f.offset)), set())
+                continue
             open_positions = inp.pipeline.open_positions()
             for f in inp.follower.files:
                 held = open_positions.get(f)
@@ -409,18 +437,49 @@ class Daemon:
                     p, keep = safe[f]
                     keep.add(sid)
                     safe[f] = (min(p, off), keep)
+        safe.update(saved)
         return safe
 
     def _checkpoints(self) -> dict[str, Checkpoint]:
         out: dict[str, Checkpoint] = {}
         now = time.time()
         for f, (pos, keep) in self._safe_positions().items():
-            replay_until = f.offset if pos < f.offset else 0
+            # lines before f.offset of sessions not in `keep` were shipped; a stateful format's
+            # position has none: everything after it is read again with the saved state
+            replay_until = f.offset if pos < f.offset and keep else 0
             cp = Checkpoint(path=f.path or f.label, dev=f.dev, ino=f.ino, fingerprint=f.fingerprint,
                             fp_len=f.fp_len, offset=pos, replay_until=replay_until,
                             replay_sessions=tuple(sorted(keep)) if replay_until else (), updated=now)
             out[cp.key] = cp
         return out
+
+    def _save_states(self, now: float, force: bool) -> None:
+        """Stateful formats: save the snapshot taken earlier once every document made before it
+        is acknowledged (its positions become the checkpoints), then take the next one."""
+        for inp in self.inputs:
+            if inp.saved is None:
+                continue
+            if inp.pending is not None:
+                seq, positions, state = inp.pending
+                if all(w.seq > seq for w in self.inflight):
+                    try:
+                        inp.saved.save(state, {f"{f.dev}:{f.ino}": {
+                            "path": f.path or f.label, "fingerprint": f.fingerprint, "fp_len": f.fp_len,
+                            "offset": off} for f, off in positions.items()})
+                    except OSError as exc:
+                        log.error("cannot write %s: %s", inp.saved.path, exc)
+                    else:
+                        inp.committed = positions
+                        inp.pending = None
+            if inp.pending is None and (force or now - inp.snapshot_time >= STATE_INTERVAL):
+                positions = {f: f.offset for f in inp.follower.files}
+                if positions != inp.committed:
+                    inp.snapshot_time = now
+                    snapshot = inp.pipeline.save_state()
+                    assert snapshot is not None
+                    inp.pending = (self._seq, positions, snapshot)
+                    if force and not self.inflight:  # at shutdown: nothing to wait for
+                        self._save_states(now, False)
 
     def write_checkpoints(self) -> None:
         checkpoints = self._checkpoints()
@@ -464,6 +523,7 @@ class Daemon:
         self.notifier.watchdog(now)
         if force or now - self._last_checkpoint >= CHECKPOINT_INTERVAL:
             self._last_checkpoint = now
+            self._save_states(now, force)
             self.write_checkpoints()
         if force or now - self._last_status_file >= STATUS_FILE_INTERVAL:
             self._last_status_file = now

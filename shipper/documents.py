@@ -55,7 +55,8 @@ class _Common:
     """What the documents of one session share, worked out once."""
 
     __slots__ = ("direction", "event", "extensions", "helo", "host_name", "incomplete", "ip",
-                 "log", "remote", "role", "session_id", "tls", "transcript")
+                 "log", "message_id", "next_queue_id", "queue_id", "remote", "role", "session_id",
+                 "tls", "transcript")
 
     def __init__(self, session: Session, host_name: str, dataset: str) -> None:
         # ECS event.duration is in nanoseconds
@@ -73,6 +74,9 @@ class _Common:
         self.log = (session.path, session.offset)
         self.host_name = host_name
         self.role = "source" if session.direction is _INBOUND else "destination"
+        self.queue_id = session.queue_id
+        self.message_id = session.message_id
+        self.next_queue_id = session.next_queue_id
 
 
 def _document(c: _Common, txn: Transaction | None, recipient: str | None, outcome: Outcome,
@@ -83,15 +87,19 @@ def _document(c: _Common, txn: Transaction | None, recipient: str | None, outcom
                             "direction": c.direction, "session_id": c.session_id, "tls": c.tls,
                             "transcript": c.transcript}
     if reply is not None:
-        smtp["reply"] = {"code": reply.code}
+        smtp["reply"] = {"code": reply.code} if reply.code else {}  # "": the log omits it
         if reply.enhanced:
             smtp["reply"]["enhanced"] = reply.enhanced
         if reply.text:
             smtp["reply"]["text"] = reply.text
+    detail = outcome.detail
+    if detail:
+        smtp["detail"] = detail
     if verdict is not _DELIVERED:
         # the stage lets the classifier tell e.g. a 554 greeting from a 554 after DATA
         smtp["reason"] = (classify(reply.code, reply.enhanced, reply.text, outcome.stage)
-                          if reply is not None else classify(None, None, None, outcome.stage))
+                          if reply is not None
+                          else classify(None, outcome.status, detail, outcome.stage))
     if txn is not None:
         smtp["transaction"] = txn.index
     if c.helo:
@@ -102,6 +110,10 @@ def _document(c: _Common, txn: Transaction | None, recipient: str | None, outcom
         smtp["extensions"] = list(c.extensions)
     if c.incomplete:
         smtp["incomplete"] = True
+    if c.queue_id:
+        smtp["queue_id"] = c.queue_id
+    if c.next_queue_id:
+        smtp["next_queue_id"] = c.next_queue_id
     start, end, duration, dataset = c.event
     doc: dict[str, Any] = {
         "@timestamp": reply.timestamp.iso if reply is not None else start,
@@ -115,6 +127,8 @@ def _document(c: _Common, txn: Transaction | None, recipient: str | None, outcom
     email: dict[str, Any] = {}
     if mail_from is not None:
         email["from"] = {"address": mail_from}
+    if c.message_id:
+        email["message_id"] = c.message_id
     if recipient is not None:
         email["to"] = {"address": recipient}
         domain = recipient.rpartition("@")[2].lower()

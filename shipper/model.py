@@ -23,6 +23,11 @@ class Direction(enum.Enum):
 
     OUTBOUND = "outbound"  # we connected out and delivered (we are the SMTP client)
     INBOUND = "inbound"  # a peer connected to us (we are the SMTP server)
+    # A hand-over inside the mail system that is not itself the receipt or the delivery of a
+    # message (a content filter or relay on the same host, an address probe): the dashboards
+    # and monitors count outbound and inbound documents only, so a message is never counted
+    # twice because it passed through a filter. Only formats that see such hops use it.
+    INTERNAL = "internal"
 
 
 class Verdict(enum.Enum):
@@ -162,6 +167,12 @@ class Outcome(NamedTuple):
     verdict: Verdict
     stage: Stage
     reply: Reply | None = None  # the deciding reply; None for FAILED (no reply is invented)
+    # The mail server's own explanation when no reply of the peer decided (Postfix: "connect
+    # to ...: Connection refused", "Host or domain name not found"); never a peer's reply.
+    detail: str | None = None
+    # What the server's own explanation classifies by when there is no reply: its RFC 3463
+    # status (Postfix's dsn=), which is never shown as the peer's enhanced code.
+    status: str | None = None
 
 
 class Recipient(NamedTuple):
@@ -207,3 +218,8 @@ class Session(NamedTuple):
     tags_agree: bool | None = None  # its first exchange fits who-wrote-what; None: nothing to tell
     transactions: tuple[Transaction, ...] = ()
     outcome: Outcome | None = None  # for a session without any transaction
+    # Formats whose logs join lines by a queue ID (Postfix): the message's queue ID, its
+    # Message-ID header, and the queue ID it went on under after a hop (Direction.INTERNAL).
+    queue_id: str | None = None
+    message_id: str | None = None
+    next_queue_id: str | None = None

@@ -70,6 +70,8 @@ MEANINGS: Mapping[str, str] = {
     "server-error": "the receiving server had a problem of its own (busy, out of "
     "resources, misconfigured, temporary failure)",
     "connection": "no reply was received: refused, dropped or timed out",
+    "expired": "the message stayed undeliverable in the mail server's queue until its "
+    "lifetime ran out (Postfix maximal_queue_lifetime); the attempts before say why",
     "protocol-error": "the receiver found our SMTP commands or the message's format "
     "malformed (syntax, sequence, headers, encoding)",
     "other": "no rule matched the reply (counted, see Classifier.unmatched)",
@@ -215,9 +217,16 @@ class Classifier:
         text: str | None,
         stage: Any = None,
     ) -> tuple[str, Rule | None]:
-        """Like ``classify``, and also the rule that decided (None: none did)."""
+        """Like ``classify``, and also the rule that decided (None: none did).
+
+        ``code is None``: no reply came; then ``enhanced`` and ``text`` may still carry the
+        mail server's own status and explanation (Postfix: ``dsn=4.4.1``, "connect to ...:
+        Connection refused"), which the rules without a ``code`` condition classify; with
+        neither, it is ``connection``."""
         if code is None:
-            return "connection", None
+            if not enhanced and not text:
+                return "connection", None
+            code = ""
         code = str(code).strip()
         if isinstance(stage, enum.Enum):  # a model Stage: its value (``.value`` is a slow property)
             stage = stage._value_

@@ -45,6 +45,7 @@ class Work:
     acked: float = 0.0
     verdicts: Counter[str] = dataclasses.field(default_factory=Counter)
     dead_lettered: int = 0
+    seq: int = 0  # emission order: a format snapshot is saved once all work before it is acked
 
 
 class Sender(threading.Thread):

@@ -2,7 +2,8 @@
 
 A scenario is a ``.log`` file, or a folder of ``.log`` files read in name order as one input
 (a session continued across a rotation). Optional ``<scenario>.args.json`` gives
-``{"direction": ..., "timezone": ...}`` (defaults: auto, America/New_York). Defects the parser
+``{"format": ..., "direction": ..., "timezone": ..., "year": ...}`` (defaults: xeams, auto,
+America/New_York, and for yearless timestamps the file's modification time). Defects the parser
 reports are compared with ``<scenario>.defects.txt`` (absent = none expected).
 
 Regenerate after an intended change, then review every diff by eye before committing::
@@ -43,6 +44,8 @@ def _run(name: str) -> tuple[list[dict], list[str]]:
     args = json.loads(args_file.read_text()) if args_file.exists() else {}
     direction = args.get("direction", "auto")
     options = ParseOptions(
+        format=args.get("format", "xeams"),
+        year=args.get("year"),
         direction=None if direction == "auto" else Direction(direction),
         tz=resolve_zone(args.get("timezone", "America/New_York")),
         host_name="golden-host",

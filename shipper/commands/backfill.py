@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="which side the logging server was on (default: from the file name, else the content)",
     )
     parser.add_argument("--timezone", metavar="ZONE", help="IANA zone of the transcript timestamps (default: this machine's)")
+    parser.add_argument("--year", type=int, metavar="YEAR",
+                        help="year of the first line, for logs whose timestamps carry none (Postfix's classic "
+                             "syslog prefix; default: from the file's modification time)")
     parser.add_argument("--host-name", metavar="NAME", help="host.name of the documents (default: host_name of the config)")
     parser.add_argument("--no-refresh", action="store_true", help="do not refresh the indices at the end (documents become searchable within refresh_interval)")
     parser.add_argument("--dead-letters", metavar="PATH", help=f"dead-letter file (default: STATE_DIR/{DEAD_LETTER_FILE})")
@@ -81,6 +84,7 @@ def parse_options(args: argparse.Namespace, settings: config.Settings) -> ParseO
         tz=tz,
         host_name=args.host_name or settings.host_name,
         classifier=classifier,
+        year=args.year,
     )
 
 

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timezone", default=None, metavar="ZONE",
                         help="IANA zone of the log's timestamps, e.g. America/New_York "
                              "(default: this machine's zone)")
+    parser.add_argument("--year", type=int, default=None, metavar="YEAR",
+                        help="year of the first line, for logs whose timestamps carry none (Postfix's "
+                             "classic syslog prefix; default: from the file's modification time)")
     parser.add_argument("--host-name", default=None,
                         help="host.name of the documents (default: this machine's host name)")
     parser.add_argument("--strict", action="store_true",
@@ -49,7 +52,7 @@ def options_from_args(args: argparse.Namespace) -> ParseOptions:
         raise ConfigError(f"--timezone: {exc}") from exc
     direction = None if args.direction == "auto" else Direction(args.direction)
     return ParseOptions(format=args.format, direction=direction, tz=tz,
-                        host_name=args.host_name or socket.gethostname(), strict=args.strict,
+                        host_name=args.host_name or socket.gethostname(), strict=args.strict, year=args.year,
                         on_defect=_warn)
 
 

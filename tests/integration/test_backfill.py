@@ -34,8 +34,9 @@ def golden_inputs(name: str) -> list[str]:
 def golden_args(name: str) -> list[str]:
     args_file = GOLDEN / f"{name}.args.json"
     args = json.loads(args_file.read_text()) if args_file.exists() else {}
-    return ["--direction", args.get("direction", "auto"), "--timezone", args.get("timezone", "America/New_York"),
-            "--host-name", "golden-host"]
+    return ["--format", args.get("format", "xeams"), "--direction", args.get("direction", "auto"),
+            "--timezone", args.get("timezone", "America/New_York"), "--host-name", "golden-host",
+            *(["--year", str(args["year"])] if "year" in args else [])]
 
 
 @pytest.fixture(autouse=True)
@@ -90,6 +91,8 @@ def test_golden_scenario_backfilled_and_traced(cli, opensearch, index_prefix, sc
         found = [json.loads(line) for line in out.splitlines()]
         same = [d for d in found if _get(d, "smtp.session_id") == _get(want, "smtp.session_id")
                 and _get(d, "smtp.transaction") == _get(want, "smtp.transaction")
+                and _get(d, "smtp.direction") == _get(want, "smtp.direction")
+                and _get(d, "smtp.verdict") == _get(want, "smtp.verdict")
                 and _get(d, "email.to.address") == _get(want, "email.to.address")]
         assert [want] == same, f"{who}: {len(same)} matching documents of {len(found)}"
 

@@ -45,8 +45,10 @@ class Reference:
         self.unmatched: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def explain(self, code: Any, enhanced: str | None, text: str | None, stage: Any) -> tuple[str, Rule | None]:
-        if code is None:
-            return "connection", None
+        if code is None:  # no reply: the server's own status and explanation, if any
+            if not enhanced and not text:
+                return "connection", None
+            code = ""
         code = str(code).strip()
         stage = getattr(stage, "value", stage)
         lowered = normalized(text or "").lower()
