@@ -25,8 +25,6 @@ what is finished, wait for acknowledgements (bounded), write checkpoints, exit 0
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -41,15 +39,17 @@ from typing import Any
 
 from opensearchpy import OpenSearch
 
-from shipper import follow, formats, opensearch
-from shipper.checkpoint import Checkpoint, CheckpointStore, FormatState, write_atomic
+from shipper import follow, opensearch
+from shipper.checkpoint import Checkpoint, CheckpointStore, write_atomic
 from shipper.errors import ConnectionFailed, ShipperError
+from shipper.input_state import InputState
 from shipper.lines import Chunk
-from shipper.model import Defect, Direction, Session
-from shipper.pipeline import ParseOptions, Pipeline, Shipment
+from shipper.model import Session
+from shipper.pipeline import Shipment
 from shipper.reasons import Classifier
 from shipper.sender import Sender, Work
-from shipper.settings import InputSettings, Settings
+from shipper.settings import Settings
+from shipper.status import STATUS_FILE, LastError, iso, status_line
 from shipper.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -63,90 +63,6 @@ STOP_TIMEOUT = 20.0  # seconds to wait for acknowledgements at shutdown (Timeout
 # after this many seconds without a line (the termination line comes within milliseconds when
 # the log writes one at all).
 ENDED_GRACE = 2.0
-STATE_INTERVAL = 2.0  # seconds between snapshots of a stateful format (Postfix's queue IDs)
-STATUS_FILE = "status.json"
-
-
-class InputState:
-    """One configured input: its follower and its own pipeline (sessions spanning a rotation
-    are joined because all files of an input feed the same pipeline)."""
-
-    def __init__(self, spec: InputSettings, settings: Settings, store: CheckpointStore,
-                 classifier: Classifier | None) -> None:
-        self.spec = spec
-        fmt = formats.get(spec.format)
-        options = ParseOptions(format=spec.format, tz=spec.zone, host_name=settings.host_name,
-                               classifier=classifier, on_defect=_log_defect)
-        self.pipeline = Pipeline(fmt, options, direction=_direction(spec, fmt))
-        self.store = store
-        self.follower = follow.Follower(
-            spec.paths, spec.exclude, start_at=spec.start_at, checkpoint_lookup=self._lookup,
-            on_restart=self.pipeline.forget)
-        self.last_shipped: dict[follow.TrackedFile, float] = {}
-        # A stateful format (Postfix): its state is saved with the positions it was taken at
-        # (shipper.checkpoint.FormatState); those positions are its files' checkpoints.
-        self.saved: FormatState | None = None
-        self.committed: dict[follow.TrackedFile, int] = {}  # positions of the last saved snapshot
-        self.first_offset: dict[follow.TrackedFile, int] = {}  # where reading a file began
-        self.pending: tuple[int, dict[follow.TrackedFile, int], dict[str, Any]] | None = None
-        self.snapshot_time = 0.0
-        if self.pipeline.stateful:
-            key = hashlib.sha256("\x1f".join([spec.format, *spec.paths]).encode()).hexdigest()[:16]
-            self.saved = FormatState(store.state_dir, key)
-            state = self.saved.load()
-            if state is not None:
-                self.pipeline.restore_state(state)
-
-    def _lookup(self, f: follow.TrackedFile) -> int | None:
-        if self.saved is not None:
-            offset = self.saved.lookup(f.dev, f.ino, f.matches)
-            if offset is not None:
-                self.committed[f] = offset
-                return offset
-        cp = self.store.lookup(f.dev, f.ino, f.matches)
-        if cp is None:
-            return None
-        if cp.replay_until > cp.offset:
-            self.pipeline.skip_replayed(f, cp.replay_until, cp.replay_sessions)
-        return cp.offset
-
-    def describe(self) -> str:
-        return ", ".join(self.spec.paths)
-
-
-def _direction(spec: InputSettings, fmt: formats.AnyFormat) -> Direction | None:
-    """The direction of an input's pipeline: as configured, or for ``auto`` what the file
-    names say (as ``parse``/``backfill`` do), else None: per session from its content."""
-    if spec.direction != "auto":
-        return Direction(spec.direction)
-    names = {fmt.direction_from_name(p) for p in spec.paths}
-    return names.pop() if len(names) == 1 else None
-
-
-def _log_defect(defect: Defect) -> None:
-    log.debug("defect: %s", defect)
-
-
-def _session_bytes(session: Session) -> int:
-    """About the bytes a session's lines took in the log (its transcript and line ends)."""
-    return sum(map(len, session.lines)) + len(session.lines)
-
-
-class LastError(logging.Handler):
-    """Remembers the last warning of the output (BulkShipper logs each failed round there while
-    it retries forever), for ``status`` and systemd's STATUS= line."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.message: str | None = None
-        self.time: float | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.message = record.getMessage().splitlines()[0][:300]
-        except Exception:  # noqa: BLE001 — a logging handler must never raise
-            return
-        self.time = record.created
 
 
 class Daemon:
@@ -454,32 +370,11 @@ class Daemon:
         return out
 
     def _save_states(self, now: float, force: bool) -> None:
-        """Stateful formats: save the snapshot taken earlier once every document made before it
-        is acknowledged (its positions become the checkpoints), then take the next one."""
+        """Stateful formats: a snapshot is saved once every document made before it is
+        acknowledged (its positions become those files' checkpoints); then the next is taken."""
         for inp in self.inputs:
-            if inp.saved is None:
-                continue
-            if inp.pending is not None:
-                seq, positions, state = inp.pending
-                if all(w.seq > seq for w in self.inflight):
-                    try:
-                        inp.saved.save(state, {f"{f.dev}:{f.ino}": {
-                            "path": f.path or f.label, "fingerprint": f.fingerprint, "fp_len": f.fp_len,
-                            "offset": off} for f, off in positions.items()})
-                    except OSError as exc:
-                        log.error("cannot write %s: %s", inp.saved.path, exc)
-                    else:
-                        inp.committed = positions
-                        inp.pending = None
-            if inp.pending is None and (force or now - inp.snapshot_time >= STATE_INTERVAL):
-                positions = {f: f.offset for f in inp.follower.files}
-                if positions != inp.committed:
-                    inp.snapshot_time = now
-                    snapshot = inp.pipeline.save_state()
-                    assert snapshot is not None
-                    inp.pending = (self._seq, positions, snapshot)
-                    if force and not self.inflight:  # at shutdown: nothing to wait for
-                        self._save_states(now, False)
+            if inp.saved is not None:
+                inp.save_state(now, force, self._seq, self.inflight)
 
     def write_checkpoints(self) -> None:
         checkpoints = self._checkpoints()
@@ -560,7 +455,7 @@ class Daemon:
                     "size": f.size,
                     "lag_bytes": max(0, f.size - safe.get(f, (f.offset, set()))[0]),
                     "unread_bytes": max(0, f.size - f.offset),
-                    "last_shipped": _iso(last) if last else None,
+                    "last_shipped": iso(last) if last else None,
                     "sessions_open": len(open_positions.get(f, (0, ()))[1]),
                     "defects": inp.pipeline.defects_by_source[f],
                     "state": "deleted" if f.deleted else ("rotated" if f.path is None else "following"),
@@ -568,8 +463,8 @@ class Daemon:
         sender = self.sender
         return {
             "pid": os.getpid(),
-            "updated": _iso(time.time()),
-            "started": _iso(self.started),
+            "updated": iso(time.time()),
+            "started": iso(self.started),
             "files": files,
             "counters": {**self.counters, "documents_retried": sender.retried if sender else 0},
             "docs_per_min": sum(n for _, n in self.shipped_times),
@@ -589,7 +484,7 @@ class Daemon:
         when, text = max(((t, m) for t, m in errors if t is not None), default=(None, None))
         # Shown for 10 minutes in the one-line status; status.json keeps it with its time.
         recent = when is not None and time.time() - when < 600
-        return {"last_error": text, "last_error_time": _iso(when) if when else None,
+        return {"last_error": text, "last_error_time": iso(when) if when else None,
                 "last_error_recent": recent}
 
     # -- reload and shutdown -----------------------------------------------------------------
@@ -660,6 +555,11 @@ _CRASH = os.environ.get("SMTP_SHIPPER_TEST_CRASH", "")  # "<point>:<n>", for tes
 _crash_counts: Counter[str] = Counter()
 
 
+def _session_bytes(session: Session) -> int:
+    """About the bytes a session's lines took in the log (its transcript and line ends)."""
+    return sum(map(len, session.lines)) + len(session.lines)
+
+
 def _crash_point(point: str) -> None:
     """Test-only: with SMTP_SHIPPER_TEST_CRASH="after-ack:3" the process kills itself (SIGKILL,
     no clean-up) the 3rd time it passes that point; the crash tests aim kill -9 at the moments
@@ -668,27 +568,3 @@ def _crash_point(point: str) -> None:
         _crash_counts[point] += 1
         if _crash_counts[point] == int(_CRASH.split(":", 1)[1]):
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _human(n: float) -> str:
-    for unit in ("", "k", "M", "G"):
-        if abs(n) < 1000:
-            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
-        n /= 1000
-    return f"{n:.1f}T"
-
-
-def status_line(status: dict[str, Any]) -> str:
-    """The one-line summary for systemd's STATUS= and the periodic log line."""
-    parts = [f"shipping {len(status['files'])} files",
-             f"{_human(status['docs_per_min'])} docs/min",
-             f"lag {status['lag_seconds']:.1f} s"]
-    if status.get("paused"):
-        parts.append("reading paused (output behind)")
-    if status.get("last_error") and status.get("last_error_recent", True):
-        parts.append(f"last error {status['last_error'][:120]}")
-    return ", ".join(parts)

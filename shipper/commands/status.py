@@ -48,7 +48,7 @@ def _running(pid: int) -> bool:
 
 def format_status(status: dict[str, Any], *, running: bool = True) -> str:
     """A human summary: one line per file, then the counters; every line ``printable``."""
-    from shipper.daemon import status_line
+    from shipper.status import status_line
 
     state = "" if running else " (not running: this is its last status)"
     out = [f"smtp-shipper pid {status['pid']}{state}, status updated {_age(status['updated'])}: {status_line(status)}"]
@@ -71,7 +71,7 @@ def format_status(status: dict[str, Any], *, running: bool = True) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from shipper.daemon import STATUS_FILE
+    from shipper.status import STATUS_FILE
 
     settings = config.settings_from_args(args)
     path = os.path.join(settings.state_dir, STATUS_FILE)
