@@ -29,11 +29,13 @@ from shipper import formats, smtp
 from shipper.documents import build_documents
 from shipper.errors import StrictParseError
 from shipper.inputs import STDIN, STDIN_NAME, expand_paths, read_chunks
+from shipper.limits import bound
 from shipper.lines import MAX_LINE, Chunk
 from shipper.localtime import LocalTime, StreamClock, resolve_zone
 from shipper.model import Collected, Defect, Direction, Record, Session
 from shipper.reasons import Classifier
 from shipper.sessions import SessionGrouper
+from shipper.settings import LimitsSettings
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class ParseOptions:
     classifier: Classifier | None = None  # None: the built-in rules
     on_defect: Callable[[Defect], None] | None = None
     max_line: int = MAX_LINE
+    limits: LimitsSettings = field(default_factory=LimitsSettings)  # sizes a peer controls (shipper.limits)
 
 
 @dataclass
@@ -139,8 +142,8 @@ class Pipeline:
             session = smtp.follow(c, self.times)
             if session.tags_agree is not None:
                 self._check_tags(session)
-            docs = build_documents(session, host_name=options.host_name, dataset=dataset,
-                                   classifier=options.classifier)
+            docs = bound(build_documents(session, host_name=options.host_name, dataset=dataset,
+                                         classifier=options.classifier), options.limits)
             stats.sessions += 1
             for doc in docs:
                 stats.documents[doc["smtp"]["verdict"]] += 1

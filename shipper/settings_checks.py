@@ -106,12 +106,15 @@ def boolean(value: object, path: KeyPath, ctx: Context) -> bool:
     return value
 
 
-def integer(minimum: int) -> Check[int]:
+def integer(minimum: int, maximum: int | None = None, *, why: str = "") -> Check[int]:
+    """A whole number from ``minimum`` to ``maximum``; ``why`` says where the maximum comes from."""
     def check(value: object, path: KeyPath, ctx: Context) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(f"expected a whole number, got {show(value)}")
         if value < minimum:
             raise Invalid(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise Invalid(f"must be at most {maximum}{f' ({why})' if why else ''}, got {value}")
         return value
 
     return check
@@ -417,6 +420,14 @@ def bulk_rules(values: Mapping[str, object], path: KeyPath, ctx: Context) -> Non
     low, high = values.get("initial_backoff"), values.get("max_backoff")
     if isinstance(low, float) and isinstance(high, float) and high < low:
         ctx.problem(path + ("max_backoff",), f"max_backoff ({high:g}) is smaller than initial_backoff ({low:g})")
+
+
+def limits_rules(values: Mapping[str, object], path: KeyPath, ctx: Context) -> None:
+    one, all_ = values.get("transcript_bytes"), values.get("session_transcript_bytes")
+    if isinstance(one, int) and isinstance(all_, int) and all_ < one:
+        ctx.problem(path + ("session_transcript_bytes",),
+                    f"session_transcript_bytes ({all_}) is smaller than transcript_bytes ({one})",
+                    hint="a session's first document always holds its transcript: allow at least one")
 
 
 def input_rules(values: Mapping[str, object], path: KeyPath, ctx: Context) -> None:

@@ -81,6 +81,7 @@ def parse_options(args: argparse.Namespace, settings: config.Settings) -> ParseO
         tz=tz,
         host_name=args.host_name or settings.host_name,
         classifier=classifier,
+        limits=settings.limits,
     )
 
 
