@@ -293,3 +293,18 @@ def test_the_largest_settings_stay_within_opensearch() -> None:
     """The maxima of the checks are the numbers the mapping and OpenSearch impose."""
     assert 3 * MAX_FIELD_BYTES <= 32766  # UTF-8 bytes per UTF-16 unit, at most 3
     assert 1_000_000 == MAX_TRANSCRIPT_BYTES  # index.highlight.max_analyzed_offset's default
+
+
+# --------------------------------------------------------------------------- trace
+
+
+def test_trace_says_where_a_missing_transcript_was() -> None:
+    """A document naming the holder of its transcript, which trace could not fetch (its index
+    deleted by retention, or the holder dead-lettered), says so instead of "no transcript"."""
+    from shipper.commands.trace import format_transcript
+
+    doc = {"@timestamp": "2024-03-20T10:00:00.000Z", "smtp": {"verdict": "delivered", "session_id": "9",
+                                                              "transcript_ref": "0123abcd"}}
+    assert "(the transcript is in document 0123abcd of the same session, which was not found)" in format_transcript(doc)
+    del doc["smtp"]["transcript_ref"]
+    assert "(no transcript stored)" in format_transcript(doc)
