@@ -22,9 +22,10 @@ holds as many lines as it likes. Left alone, such values cost:
   ``smtp.extensions`` keeps whole entries within that many bytes and sums up the rest in one;
 * cuts the transcript to ``limits.transcript_bytes``: its start and its end are kept, each up to
   a line end when one is near, with a marker line where the middle was;
-* writes the transcript in the session's documents, in order, while the bytes written stay within
-  ``limits.session_transcript_bytes``; the documents after that hold ``smtp.transcript_ref``, the
-  id of the session's first document, which always holds it (``trace --transcript`` fetches it);
+* writes the transcript in the session's first document, and in the next ones while the bytes
+  written stay within ``limits.session_transcript_bytes`` (0: in the first only); the documents
+  after that hold ``smtp.transcript_ref``, the id of the first document (``trace --transcript``
+  fetches it from there);
 * names what it cut in ``smtp.truncated``.
 
 The common document is small and is only measured: ``len`` first (a character is at most four
@@ -57,9 +58,13 @@ _LINE_ROOM = 200
 
 def bound(docs: list[dict[str, Any]], limits: LimitsSettings) -> list[dict[str, Any]]:
     """``docs`` (one session's, in order) with every size a peer controls bounded; see the
-    module docstring. Changes the documents in place and returns the list."""
-    field_bytes = limits.field_bytes
-    quick = field_bytes // 4  # a value of at most this many characters fits, whatever they are
+    module docstring. Changes the documents in place and returns the list.
+
+    Each field of ``PEER_FIELDS`` is looked at where documents hold it, written out one by one
+    rather than walked by dotted name, and only measured unless it is longer than ``quick``
+    characters: this runs for every document (bench/docs_bench.py, step ``limits``)."""
+    limit = limits.field_bytes
+    quick = limit // 4  # a value of at most this many characters fits, whatever they are
     budget = limits.session_transcript_bytes
     spent = 0
     last: str | None = None  # the transcript of the document before (shared within a session)
@@ -67,8 +72,34 @@ def bound(docs: list[dict[str, Any]], limits: LimitsSettings) -> list[dict[str, 
     carrier: dict[str, Any] | None = None  # the first document holding ``last``
     ref: str | None = None
     for doc in docs:
-        cut_names = _cut_fields(doc, field_bytes, quick)
+        names: list[str] | None = None
         smtp = doc["smtp"]
+        if len(smtp.get("helo", "")) > quick:
+            names = _cut(smtp, "helo", "smtp.helo", limit, names)
+        remote = smtp.get("remote")
+        if remote is not None and len(remote.get("host", "")) > quick:
+            names = _cut(remote, "host", "smtp.remote.host", limit, names)
+        extensions = smtp.get("extensions")
+        if extensions is not None and sum(map(len, extensions)) > quick:
+            kept = cut_list(extensions, limit)
+            if kept is not None:
+                smtp["extensions"] = kept
+                names = [*(names or ()), "smtp.extensions"]
+        reply = smtp.get("reply")
+        if reply is not None and len(reply.get("text", "")) > quick:
+            names = _cut(reply, "text", "smtp.reply.text", limit, names)
+        if len(smtp.get("recipient_domain", "")) > quick:
+            names = _cut(smtp, "recipient_domain", "smtp.recipient_domain", limit, names)
+        email = doc.get("email")
+        if email is not None:
+            holder = email.get("from")
+            if holder is not None and len(holder.get("address", "")) > quick:
+                names = _cut(holder, "address", "email.from.address", limit, names)
+            holder = email.get("to")
+            if holder is not None and len(holder.get("address", "")) > quick:
+                names = _cut(holder, "address", "email.to.address", limit, names)
+            if len(email.get("message_id", "")) > quick:
+                names = _cut(email, "message_id", "email.message_id", limit, names)
         transcript = smtp.get("transcript")
         if transcript is not None:
             if transcript is not last:
@@ -79,7 +110,7 @@ def bound(docs: list[dict[str, Any]], limits: LimitsSettings) -> list[dict[str, 
                 spent += size
                 if cut:
                     smtp["transcript"] = written
-                    cut_names = [*cut_names, TRANSCRIPT] if cut_names else [TRANSCRIPT]
+                    names = [*(names or ()), TRANSCRIPT]
                 if carrier is None:
                     carrier = doc
             else:
@@ -87,8 +118,8 @@ def bound(docs: list[dict[str, Any]], limits: LimitsSettings) -> list[dict[str, 
                 if ref is None:
                     ref = document_id(carrier)
                 smtp["transcript_ref"] = ref
-        if cut_names:
-            smtp["truncated"] = cut_names
+        if names:
+            smtp["truncated"] = names
     return docs
 
 
@@ -171,48 +202,6 @@ def _tail(data: bytes, n: int) -> bytes:
     while start < len(data) and (data[start] & 0xC0) == 0x80:
         start += 1
     return data[start:]
-
-
-def _cut_fields(doc: dict[str, Any], limit: int, quick: int) -> list[str] | None:
-    """Cuts ``doc``'s values of ``PEER_FIELDS`` over ``limit`` bytes; the names of those it cut.
-    Written out field by field rather than walking dotted names: this runs for every document,
-    and nearly always finds nothing longer than ``quick`` characters."""
-    names: list[str] | None = None
-    smtp = doc["smtp"]
-    value = smtp.get("helo")
-    if value is not None and len(value) > quick:
-        names = _cut(smtp, "helo", "smtp.helo", limit, names)
-    remote = smtp.get("remote")
-    if remote is not None:
-        value = remote.get("host")
-        if value is not None and len(value) > quick:
-            names = _cut(remote, "host", "smtp.remote.host", limit, names)
-    extensions = smtp.get("extensions")
-    if extensions is not None:
-        kept = cut_list(extensions, limit)
-        if kept is not None:
-            smtp["extensions"] = kept
-            names = [*(names or ()), "smtp.extensions"]
-    reply = smtp.get("reply")
-    if reply is not None:
-        value = reply.get("text")
-        if value is not None and len(value) > quick:
-            names = _cut(reply, "text", "smtp.reply.text", limit, names)
-    value = smtp.get("recipient_domain")
-    if value is not None and len(value) > quick:
-        names = _cut(smtp, "recipient_domain", "smtp.recipient_domain", limit, names)
-    email = doc.get("email")
-    if email is not None:
-        for part in ("from", "to"):
-            holder = email.get(part)
-            if holder is not None:
-                value = holder.get("address")
-                if value is not None and len(value) > quick:
-                    names = _cut(holder, "address", f"email.{part}.address", limit, names)
-        value = email.get("message_id")
-        if value is not None and len(value) > quick:
-            names = _cut(email, "message_id", "email.message_id", limit, names)
-    return names
 
 
 def _cut(holder: dict[str, Any], key: str, name: str, limit: int, names: list[str] | None) -> list[str] | None:

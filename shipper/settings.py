@@ -250,11 +250,13 @@ MAX_TRANSCRIPT_BYTES = 1_000_000
 @dataclass(frozen=True, slots=True)
 class LimitsSettings:
     """Sizes of what a peer writes, in UTF-8 bytes (``shipper.limits``). The minima leave room
-    for a valid path (RFC 5321 §4.5.3.1.3: 256 octets) and for a transcript's cut marker."""
+    for a valid path (RFC 5321 §4.5.3.1.3: 256 octets) and for a transcript's cut marker; a
+    session's first document holds its transcript whatever ``session_transcript_bytes`` says
+    (0: only the first)."""
 
     field_bytes: int = key(2048, c.integer(256, MAX_FIELD_BYTES, why="the mapping's ignore_above"))
     transcript_bytes: int = key(256 * 1024, c.integer(4096, MAX_TRANSCRIPT_BYTES, why="OpenSearch's highlighting limit"))
-    session_transcript_bytes: int = key(1024 * 1024, c.integer(4096))
+    session_transcript_bytes: int = key(1024 * 1024, c.integer(0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +294,6 @@ RULES: dict[type, Callable[[Mapping[str, object], KeyPath, Context], None]] = {
     DashboardsSettings: c.password_rules,
     BulkSettings: c.bulk_rules,
     InputSettings: c.input_rules,
-    LimitsSettings: c.limits_rules,
 }
 
 

@@ -422,14 +422,6 @@ def bulk_rules(values: Mapping[str, object], path: KeyPath, ctx: Context) -> Non
         ctx.problem(path + ("max_backoff",), f"max_backoff ({high:g}) is smaller than initial_backoff ({low:g})")
 
 
-def limits_rules(values: Mapping[str, object], path: KeyPath, ctx: Context) -> None:
-    one, all_ = values.get("transcript_bytes"), values.get("session_transcript_bytes")
-    if isinstance(one, int) and isinstance(all_, int) and all_ < one:
-        ctx.problem(path + ("session_transcript_bytes",),
-                    f"session_transcript_bytes ({all_}) is smaller than transcript_bytes ({one})",
-                    hint="a session's first document always holds its transcript: allow at least one")
-
-
 def input_rules(values: Mapping[str, object], path: KeyPath, ctx: Context) -> None:
     paths, exclude = values.get("paths"), values.get("exclude")
     if ctx.check_files and isinstance(paths, tuple) and paths and isinstance(exclude, tuple):

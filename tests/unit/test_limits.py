@@ -227,10 +227,13 @@ def test_a_thousand_recipients_write_the_transcript_within_the_session_budget() 
 
 
 def test_a_budget_of_one_transcript_writes_it_once() -> None:
+    """A budget smaller than two copies writes one; 0 is "the first document only"."""
     ehlo = ["mx.example.net", *[f"X-EXTENSION-{i}" for i in range(60)]]  # a transcript of 3-4 KB
     docs = documents(outbound(10, rcpts=["a@x.example", "b@x.example", "c@x.example"], ehlo=ehlo),
                      transcript_bytes=4096, session_transcript_bytes=4096)
     assert 2048 < utf8(docs[0]["smtp"]["transcript"]) <= 4096
+    assert ["transcript" in d["smtp"] for d in docs] == [True, False, False]
+    docs = documents(outbound(10, rcpts=["a@x.example", "b@x.example", "c@x.example"]), session_transcript_bytes=0)
     assert ["transcript" in d["smtp"] for d in docs] == [True, False, False]
     assert {document_id(docs[0])} == {d["smtp"]["transcript_ref"] for d in docs[1:]}
     assert "truncated" not in docs[1]["smtp"]  # nothing of its own was cut
