@@ -137,7 +137,7 @@ def main() -> int:
             every = results["every document"][1]
             for i, (name, (docs, size)) in enumerate(results.items()):
                 assert docs == expected, (name, docs, expected)
-                print(f"{label if i == 0 else '':34} {name:15} {docs:9,} {size / 1e6:9.1f} {size / docs:9,.0f} "
+                print(f"{label if i == 0 else '':40} {name:15} {docs:9,} {size / 1e6:9.1f} {size / docs:9,.0f} "
                       f"{size / every:8.0%}")
     return 0
 
