@@ -146,13 +146,13 @@ def expected_ids(paths: Iterable[Path], host_name: str) -> list[str]:
     the same path as `smtp-shipper parse`), in order through one assembler."""
     from zoneinfo import ZoneInfo
 
-    from shipper import documents
+    from shipper.batching import document_id
     from shipper.model import Direction
     from shipper.pipeline import ParseOptions, ParseStats, documents_of_files
 
     options = ParseOptions(direction=Direction.OUTBOUND, tz=ZoneInfo("UTC"), host_name=host_name)
     docs = documents_of_files([str(p) for p in paths], options, ParseStats())
-    return [documents.document_id(d) for d in docs]
+    return [document_id(d) for d in docs]
 
 
 def indexed_docs(client: Any, prefix: str) -> list[dict[str, Any]]:
