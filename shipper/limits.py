@@ -51,7 +51,8 @@ from shipper.settings import LimitsSettings
 PEER_FIELDS = ("smtp.helo", "smtp.remote.host", "smtp.extensions", "smtp.reply.text",
                "email.from.address", "email.to.address", "smtp.recipient_domain", "email.message_id")
 TRANSCRIPT = "smtp.transcript"
-#: Room kept for the marker of a cut value (``…[cut: N bytes, sha256 X]``) and line.
+#: Room kept for the marker of a cut list (``…[cut: K more, N bytes, sha256 X]``), and for the
+#: marker line of a cut transcript with its two line ends.
 _MARK_ROOM = 64
 _LINE_ROOM = 200
 
