@@ -35,7 +35,7 @@ class InputState:
         self.spec = spec
         fmt = formats.get(spec.format)
         options = ParseOptions(format=spec.format, tz=spec.zone, host_name=settings.host_name,
-                               classifier=classifier, on_defect=_log_defect)
+                               classifier=classifier, on_defect=_log_defect, limits=settings.limits)
         self.pipeline = Pipeline(fmt, options, direction=_direction(spec, fmt))
         self.store = store
         self.follower = follow.Follower(

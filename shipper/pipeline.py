@@ -35,11 +35,13 @@ from shipper import formats, smtp
 from shipper.documents import build_documents
 from shipper.errors import StrictParseError
 from shipper.inputs import STDIN, STDIN_NAME, expand_paths, read_chunks
+from shipper.limits import bound
 from shipper.lines import MAX_LINE, Chunk
 from shipper.localtime import LocalTime, StreamClock, resolve_zone
 from shipper.model import Collected, Defect, Direction, Record, Session
 from shipper.reasons import Classifier
 from shipper.sessions import SessionGrouper
+from shipper.settings import LimitsSettings
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class ParseOptions:
     # The year of the first line of a log whose timestamps carry none (Postfix's classic
     # syslog prefix); None: from the file's modification time.
     year: int | None = None
+    limits: LimitsSettings = field(default_factory=LimitsSettings)  # sizes a peer controls (shipper.limits)
 
 
 @dataclass
@@ -208,8 +211,8 @@ class Pipeline:
         options = self.options
         dataset = self.format.dataset
         for session in sessions:
-            docs = build_documents(session, host_name=options.host_name, dataset=dataset,
-                                   classifier=options.classifier)
+            docs = bound(build_documents(session, host_name=options.host_name, dataset=dataset,
+                                         classifier=options.classifier), options.limits)
             stats.sessions += 1
             for doc in docs:
                 stats.documents[doc["smtp"]["verdict"]] += 1

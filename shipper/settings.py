@@ -236,6 +236,29 @@ class PipelineSettings:
     status_interval: float = key(60.0, c.number())
 
 
+#: ``limits.field_bytes`` at most: the ``ignore_above`` of the peer's keyword fields in the
+#: mapping, so that a value the shipper cut is always indexed. ``ignore_above`` counts UTF-16
+#: units, each at most 3 UTF-8 bytes (a 4-byte character is 2 units), lower-cased too: 8,191
+#: units are at most 24,573 bytes, under Lucene's 32,766-byte term limit.
+MAX_FIELD_BYTES = 8191
+#: ``limits.transcript_bytes`` at most: OpenSearch's ``index.highlight.max_analyzed_offset``
+#: (characters, never more than bytes); a longer text fails every search that highlights it
+#: (Discover does).
+MAX_TRANSCRIPT_BYTES = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSettings:
+    """Sizes of what a peer writes, in UTF-8 bytes (``shipper.limits``). The minima leave room
+    for a valid path (RFC 5321 §4.5.3.1.3: 256 octets) and for a transcript's cut marker; a
+    session's first document holds its transcript whatever ``session_transcript_bytes`` says
+    (0: only the first)."""
+
+    field_bytes: int = key(2048, c.integer(256, MAX_FIELD_BYTES, why="the mapping's ignore_above"))
+    transcript_bytes: int = key(256 * 1024, c.integer(4096, MAX_TRANSCRIPT_BYTES, why="OpenSearch's highlighting limit"))
+    session_transcript_bytes: int = key(1024 * 1024, c.integer(0))
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     opensearch: OpenSearchSettings = section(OpenSearchSettings)
@@ -247,6 +270,7 @@ class Settings:
     host_name: str = computed(socket.gethostname, c.string("a host name"))
     idle_timeout: float = key(300.0, c.number())
     pipeline: PipelineSettings = section(PipelineSettings)
+    limits: LimitsSettings = section(LimitsSettings)
     log_level: str = key("info", c.choice("debug", "info", "warning", "error"))
     #: The file these settings came from (None: built-in defaults), and non-fatal findings.
     source: Path | None = field(default=None, compare=False)

@@ -106,12 +106,15 @@ def boolean(value: object, path: KeyPath, ctx: Context) -> bool:
     return value
 
 
-def integer(minimum: int) -> Check[int]:
+def integer(minimum: int, maximum: int | None = None, *, why: str = "") -> Check[int]:
+    """A whole number from ``minimum`` to ``maximum``; ``why`` says where the maximum comes from."""
     def check(value: object, path: KeyPath, ctx: Context) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(f"expected a whole number, got {show(value)}")
         if value < minimum:
             raise Invalid(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise Invalid(f"must be at most {maximum}{f' ({why})' if why else ''}, got {value}")
         return value
 
     return check

@@ -85,6 +85,7 @@ def parse_options(args: argparse.Namespace, settings: config.Settings) -> ParseO
         host_name=args.host_name or settings.host_name,
         classifier=classifier,
         year=args.year,
+        limits=settings.limits,
     )
 
 

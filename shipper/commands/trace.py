@@ -9,6 +9,10 @@ The query and the formatting are pure functions (``build_query``, ``format_table
 without a cluster. Every value shown comes from a document, and much of it from the remote peer
 (addresses, reply text, the transcript): it is shown through ``shipper.terminal.printable``, so
 that control characters appear as ``\x1b`` instead of reaching the terminal; ``--json`` is exact.
+
+A session's transcript is written once in a large session (``shipper.limits``): the documents
+after the budget name the document that holds it (``smtp.transcript_ref``), and ``--transcript``
+fetches it from there (``fill_transcripts``), so every recipient shows it.
 """
 
 from __future__ import annotations
@@ -143,8 +147,29 @@ def format_transcript(doc: dict[str, Any], tz: dt.tzinfo | None = None) -> str:
     source = get_field(doc, "log.file.path")
     if source:
         title += f"  ({source}:{get_field(doc, 'log.offset')})"
-    transcript = get_field(doc, "smtp.transcript") or "(no transcript stored)"
+    transcript = get_field(doc, "smtp.transcript")
+    if transcript is None:
+        ref = get_field(doc, "smtp.transcript_ref")
+        transcript = (f"(the transcript is in document {ref} of the same session, which was not found)"
+                      if ref else "(no transcript stored)")
     return f"{printable(title)}\n{printable(transcript.rstrip(), keep_newlines=True)}\n"
+
+
+def fill_transcripts(client: Any, index: str, docs: Sequence[dict[str, Any]]) -> None:
+    """Give each document that names the one holding its session's transcript
+    (``smtp.transcript_ref``, docs/fields.md) that transcript, fetched in one search."""
+    refs = sorted({ref for doc in docs
+                   if get_field(doc, "smtp.transcript") is None and (ref := get_field(doc, "smtp.transcript_ref"))})
+    if not refs:
+        return
+    response = client.search(index=index, body={"query": {"ids": {"values": refs}}, "size": len(refs),
+                                                "_source": ["smtp.transcript"]},
+                             ignore_unavailable=True, allow_no_indices=True)
+    found = {hit["_id"]: get_field(hit["_source"], "smtp.transcript") for hit in response["hits"]["hits"]}
+    for doc in docs:
+        transcript = found.get(get_field(doc, "smtp.transcript_ref") or "")
+        if transcript is not None and get_field(doc, "smtp.transcript") is None:
+            doc["smtp"]["transcript"] = transcript
 
 
 def empty_message(address: str, since_text: str | None, verdict: str | None, prefix: str) -> str:
@@ -159,7 +184,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", metavar="WHEN", help="only attempts since: 30m, 24h, 7d, 2w or an ISO date (default: all)")
     parser.add_argument("--verdict", choices=VERDICTS, help="only attempts with this verdict")
     parser.add_argument("--limit", type=int, default=20, metavar="N", help="at most N attempts, newest first (default 20)")
-    parser.add_argument("--transcript", action="store_true", help="print the whole SMTP conversation of each attempt")
+    parser.add_argument("--transcript", action="store_true", help="print the whole SMTP conversation of each attempt (with --json: add smtp.transcript to documents that name the one holding it)")
     parser.add_argument("--json", action="store_true", help="one JSON document per line, for scripts")
 
 
@@ -179,6 +204,9 @@ def run(args: argparse.Namespace) -> int:
             allow_no_indices=True,
         )
     docs = [hit["_source"] for hit in response["hits"]["hits"]]
+    if args.transcript:
+        with translate_errors(os_settings, "search"):
+            fill_transcripts(client, f"{os_settings.index_prefix}-*", docs)
     out = sys.stdout
     if args.json:
         for doc in docs:
