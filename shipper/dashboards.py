@@ -24,6 +24,7 @@ import yaml
 
 from shipper.assets import asset_dir
 from shipper.errors import ConfigError, ConnectionFailed, RequestRefused
+from shipper.settings import Settings
 from shipper.setup import Outcome, Step, StepReport
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ def dashboard_url(base: str, dashboard_id: str) -> str:
     return f"{base.rstrip('/')}/app/dashboards#/view/{dashboard_id}"
 
 
-def alert_views(settings: Any) -> dict[str, Any]:
+def alert_views(settings: Settings) -> dict[str, Any]:
     """The outbound dashboard and the panels that show what the alerting monitors count, for
     their alert texts: titles as rendered (prefix suffix included), and the dashboard's URL
     when ``dashboards.url`` is set (else None: the text names the dashboard instead)."""
@@ -254,7 +255,7 @@ def ndjson_filename(prefix: str) -> str:
     return f"smtp-shipper-{prefix}-saved-objects.ndjson"
 
 
-def export(settings: Any, directory: Path | str) -> list[Path]:
+def export(settings: Settings, directory: Path | str) -> list[Path]:
     """Write the rendered saved objects for ``setup --export DIR``; returns the files written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -431,7 +432,7 @@ def _differs(wanted: Mapping[str, Any], found: Mapping[str, Any]) -> bool:
 class SavedObjectsImport:
     """Setup step: import the saved objects into Dashboards, unless they are there already."""
 
-    def __init__(self, settings: Any, *, client: DashboardsClient | None = None) -> None:
+    def __init__(self, settings: Settings, *, client: DashboardsClient | None = None) -> None:
         self.prefix = settings.opensearch.index_prefix
         self.url = settings.dashboards.url
         self.name = f"dashboards saved objects for {self.prefix}-*"
@@ -472,7 +473,7 @@ class DefaultIndexPattern:
 
     SETTING = "defaultIndex"
 
-    def __init__(self, settings: Any, *, client: DashboardsClient | None = None) -> None:
+    def __init__(self, settings: Settings, *, client: DashboardsClient | None = None) -> None:
         self.prefix = settings.opensearch.index_prefix
         self.pattern_id = index_pattern_id(self.prefix)
         self.name = f"dashboards default index pattern {self.prefix}-*"
@@ -509,7 +510,7 @@ class _Skipped:
         return StepReport(self.name, Outcome.SKIPPED, self.reason, dry_run)
 
 
-def setup_steps(settings: Any, client: Any = None) -> list[Step]:
+def setup_steps(settings: Settings, client: Any = None) -> list[Step]:
     """The saved-objects import and the default index pattern, or a skipped step saying why
     (``client`` is unused: Dashboards is reached over its own URL, not through the OpenSearch
     client)."""

@@ -32,6 +32,7 @@ from opensearchpy import exceptions as os_exc
 
 from shipper.dashboards import alert_views, assets_dir
 from shipper.errors import ConnectionFailed, RequestRefused
+from shipper.settings import Settings
 from shipper.setup import Outcome, Step, StepReport, covers, has_plugin, installed_plugins
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class NoMonitorsYet(RequestRefused):
 _NO_CONFIG_INDEX = ("Configured indices are not found", "IndexNotFoundException", "index_not_found_exception")
 
 
-def render_monitors(settings: Any) -> list[dict[str, Any]]:
+def render_monitors(settings: Settings) -> list[dict[str, Any]]:
     """The monitor bodies for ``settings.opensearch.index_prefix``."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(assets_dir())),
@@ -85,7 +86,7 @@ def monitor_filename(name: str) -> str:
     return safe.strip("-") + ".json"
 
 
-def export(settings: Any, directory: Path | str) -> list[Path]:
+def export(settings: Settings, directory: Path | str) -> list[Path]:
     """Write one JSON body per monitor (for ``setup --export DIR``); returns the files written."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -225,7 +226,7 @@ class MonitorStep:
         return StepReport(self.name, Outcome.UPDATED, "; ".join(filter(None, [f"id {current['_id']}", note])), dry_run)
 
 
-def setup_steps(settings: Any, client: Any, plugins: frozenset[str] | None = None) -> list[Step]:
+def setup_steps(settings: Settings, client: Any, plugins: frozenset[str] | None = None) -> list[Step]:
     """One step per monitor, in the order of the template. Without the Alerting plugin on the
     cluster (``_nodes/plugins``, asked once) each step is skipped, saying so."""
     check = _PluginCheck(client, plugins)
