@@ -184,10 +184,10 @@ class Classifier:
         self.unmatched: collections.Counter[tuple[str, str]] = collections.Counter()
         self.unmatched_overflow = 0
         self._max_unmatched_keys = max_unmatched_keys
-        # Replies repeat (the same greylisting or block-list text all day): decisions are
-        # remembered per reply; below that, the rules whose code, enhanced-code and stage
-        # conditions a reply meets, per (code, enhanced status, stage), so that only their text
-        # patterns are tried (bench/docs_bench.py).
+        # The rules whose code, enhanced-code and stage conditions a reply meets, per (code,
+        # enhanced status, stage): replies repeat those few triples all day, and only the text
+        # patterns of these rules are left to try; decisions that need the text are remembered
+        # per text (the same greylisting or block-list text all day) (bench/docs_bench.py).
         self._decide = functools.lru_cache(maxsize=CANDIDATES_KEPT)(self._decision)
         self._candidates = functools.lru_cache(maxsize=CANDIDATES_KEPT)(self._candidates_for)
 
@@ -230,22 +230,29 @@ class Classifier:
         code = str(code).strip()
         if isinstance(stage, enum.Enum):  # a model Stage: its value (``.value`` is a slow property)
             stage = stage._value_
-        reason, rule, normalized = self._decide(code, enhanced, text or "", stage)
+        text = text or ""
+        status = _parse_enhanced(enhanced, code, text)
+        candidates = self._candidates(code, status, stage)
+        if candidates and candidates[0].text is None:
+            # It decides whatever the text says: most refusals (5.1.1 names the recipient in
+            # its text, so no two texts are alike and a decision remembered per text would miss).
+            return candidates[0].reason, candidates[0]
+        reason, rule, normalized = self._decide(code, status, stage, text)
         if rule is None:
             self._count_unmatched(code, normalized)  # every time, remembered or not
         return reason, rule
 
-    def _decision(self, code: str, enhanced: str | None, text: str,
-                  stage: str | None) -> tuple[str, Rule | None, str]:
-        """(reason, deciding rule or None, the normalized text for an unmatched reply)."""
-        candidates = self._candidates(code, _parse_enhanced(enhanced, code, text), stage)
-        if candidates and candidates[0].text is None:
-            return candidates[0].reason, candidates[0], ""  # it decides whatever the text says
+    def _decision(self, code: str, status: tuple[int, int, int] | None, stage: str | None,
+                  text: str) -> tuple[str, Rule | None, str]:
+        """(reason, deciding rule or None, the normalized text) of a reply its text decides."""
         normalized = " ".join(_REPEATED_CODES.sub(" ", text).split())
         lowered = normalized.lower()
-        for rule in candidates:
-            if rule.text is None or any(p.search(lowered) for p in rule.text):
+        for rule in self._candidates(code, status, stage):
+            if rule.text is None:
                 return rule.reason, rule, normalized
+            for pattern in rule.text:
+                if pattern.search(lowered):
+                    return rule.reason, rule, normalized
         return "other", None, normalized
 
     def _candidates_for(self, code: str, status: tuple[int, int, int] | None,
@@ -291,6 +298,7 @@ def _parse_enhanced(enhanced: str | None, code: str, text: str) -> tuple[int, in
     return _status(qmail.group(1), code) if qmail else None
 
 
+@functools.lru_cache(maxsize=256)  # the same few enhanced codes all day (bench/docs_bench.py)
 def _status(candidate: str, code: str) -> tuple[int, int, int] | None:
     match = _ENHANCED_VALUE.match(candidate)
     # RFC 3463 §2: the class must agree with the reply code's first digit.
