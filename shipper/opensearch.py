@@ -218,6 +218,11 @@ def describe_exception(exc: Exception, where: str, action: str = "") -> ShipperE
         if reason in ("connection refused", "host name could not be resolved"):
             hint = "is OpenSearch running there? Set opensearch.hosts (or --opensearch URL); the local node starts with deploy/opensearch-local/start"
         return ConnectionFailed(f"cannot reach OpenSearch at {where}: {reason}{doing}", hint=hint)
+    if isinstance(exc, opensearchpy.TransportError) and isinstance(exc.info, dict) and (
+        error_type(exc.info.get("error")) in CLUSTER_STATE_ERRORS
+    ):
+        # A 403 write block is the cluster's state, not the user's permissions.
+        return ConnectionFailed(f"OpenSearch at {where} is unavailable ({exc.status_code}){doing}: {_error_reason(exc)}")
     if isinstance(exc, opensearchpy.AuthenticationException):
         return ConnectionFailed(
             f"OpenSearch at {where} refused the credentials (401 Unauthorized){doing}",

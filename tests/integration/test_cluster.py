@@ -195,8 +195,9 @@ def test_a_node_killed_mid_ingest_loses_and_duplicates_nothing(tmp_path, cluster
     writer.close()
     assert 0 == DaemonProcess(daemon_cfg, tmp_path / "daemon.log", "--once").wait(180), d.log_text()[-3000:]
 
+    retried = (read_status(tmp_path / "state") or {}).get("counters", {}).get("documents_retried", 0)
     print(f"\n{victim} killed: new sessions searchable again {resumed:.1f} s after the kill "
-          f"(before it: {baseline:.1f} s)")
+          f"(before it: {baseline:.1f} s); the daemon re-sent {retried} documents")
     health = cluster.wait_for("green", 180, nodes=cluster.nodes)
     assert "green" == health["status"]
     expected = expected_documents([log], "mx-daemon") | expected_documents([old], "mx-backfill")

@@ -256,3 +256,17 @@ def test_auto_replicas_follow_the_data_nodes(data_nodes, expected):
     c = client("http://127.0.0.1:9320")
     assert expected == resolve_replicas("auto", c)
     assert 2 == resolve_replicas(2, c)
+
+
+def test_a_cluster_block_is_reported_as_unavailable_not_as_a_permission(tmp_path):
+    """`setup` or `trace` refused with a 403 write block: the cluster is unavailable for writes
+    (an operator's block), not the user short of a permission."""
+    from shipper.errors import ConnectionFailed
+    from shipper.opensearch import translate_errors
+
+    NODES[9320] = bulk_node([(403, "cluster_block_exception")])
+    s = settings("http://127.0.0.1:9320")
+    with pytest.raises(ConnectionFailed) as caught, translate_errors(s, "setup"):
+        make_client(s, connection_class=FakeNode).indices.refresh()
+    assert "is unavailable (403) (setup): cluster_block_exception" in str(caught.value)
+    assert "permission" not in str(caught.value)
