@@ -89,12 +89,36 @@ def _host_dict(url: str) -> tuple[dict[str, Any], tuple[str, str] | None]:
     return host, creds
 
 
+# Seconds a host that failed is left out of the round robin before it is tried again (doubled
+# for each failure in a row). opensearch-py's 60 s would leave a restarted node unused for
+# minutes; a retry of a host still down costs one refused connection, or one `timeout` behind a
+# firewall that drops packets, and then the request goes to the next host anyway.
+DEAD_TIMEOUT = 10.0
+
+
 def make_client(opensearch_settings: OpenSearchSettings, **overrides: Any) -> OpenSearch:
     """An opensearch-py client from the ``opensearch`` section of the settings; the password is
     read now (``OpenSearchSettings.password()``: a ConfigError if its file went missing or was
     opened up to others).
 
-    Retries are ours (``BulkShipper``), so the transport only fails over between hosts.
+    Several hosts (a cluster's nodes, each able to coordinate a bulk request) are used in
+    turn, and a request that gets no answer from one is sent to the next; everything else is
+    retried by ``BulkShipper``, with backoff (docs/opensearch.md, "Several hosts"):
+
+    - the pool takes the hosts round robin (opensearch-py's ``RoundRobinSelector``), starting
+      from a random one (``randomize_hosts``), so that several shippers spread their load;
+    - a connection refused, reset or timed out marks the host dead and the same request goes to
+      the next live host at once (``max_retries`` = hosts - 1, ``retry_on_timeout``): each host
+      is tried once per request. Re-sending a bulk request that timed out is harmless: document
+      ids are deterministic, a second write overwrites;
+    - a dead host is tried again after ``DEAD_TIMEOUT`` seconds, doubling with each failure in a
+      row (opensearch-py's ``timeout_cutoff``: at most 32 times);
+    - an answer with an HTTP status is never re-sent by the transport (``retry_on_status=()``):
+      a 503 during a failover means the cluster, not the node, is not ready, and another node
+      at once would say the same; ``BulkShipper`` waits and retries;
+    - no sniffing: the nodes' publish addresses (what ``_nodes/http`` returns) are often not
+      reachable from the mail server (containers, NAT, a load balancer in front, TLS names), and
+      behind a load balancer the configured URL is the one to use. The hosts are the list given.
     """
     s = opensearch_settings
     hosts: list[dict[str, Any]] = []
@@ -117,6 +141,11 @@ def make_client(opensearch_settings: OpenSearchSettings, **overrides: Any) -> Op
         "max_retries": max(len(hosts) - 1, 0),
         "retry_on_status": (),
         "retry_on_timeout": len(hosts) > 1,
+        "dead_timeout": DEAD_TIMEOUT,
+        "randomize_hosts": True,
+        "sniff_on_start": False,
+        "sniff_on_connection_fail": False,
+        "sniffer_timeout": None,
     }
     _quiet_library_logger()
     if not s.verify_certs and any(h["use_ssl"] for h in hosts):
@@ -189,6 +218,11 @@ def describe_exception(exc: Exception, where: str, action: str = "") -> ShipperE
         if reason in ("connection refused", "host name could not be resolved"):
             hint = "is OpenSearch running there? Set opensearch.hosts (or --opensearch URL); the local node starts with deploy/opensearch-local/start"
         return ConnectionFailed(f"cannot reach OpenSearch at {where}: {reason}{doing}", hint=hint)
+    if isinstance(exc, opensearchpy.TransportError) and isinstance(exc.info, dict) and (
+        error_type(exc.info.get("error")) in CLUSTER_STATE_ERRORS
+    ):
+        # A 403 write block is the cluster's state, not the user's permissions.
+        return ConnectionFailed(f"OpenSearch at {where} is unavailable ({exc.status_code}){doing}: {_error_reason(exc)}")
     if isinstance(exc, opensearchpy.AuthenticationException):
         return ConnectionFailed(
             f"OpenSearch at {where} refused the credentials (401 Unauthorized){doing}",
@@ -235,6 +269,35 @@ def resolve_replicas(setting: int | Literal["auto"], client: OpenSearch) -> int:
         nodes = client.cluster.health()["number_of_data_nodes"]
         return 0 if int(nodes) <= 1 else 1
     return int(setting)
+
+
+# Refusals about the cluster's state rather than the document: retried like a 5xx, never
+# dead-lettered, whatever their status. A cluster block is 503 while no cluster manager is
+# elected or the state is not recovered, 429 for the read-only block after a full disk, and 403
+# for a write block set by hand (`index.blocks.write`), which the operator lifts: the documents
+# wait for it instead of landing in the dead-letter file. A shard not found (404) is a primary
+# that moved or failed over between routing and arrival.
+CLUSTER_STATE_ERRORS = frozenset({"cluster_block_exception", "shard_not_found_exception"})
+
+
+def retryable(status: int, error: Any) -> bool:
+    """Whether a bulk item (or a whole request) refused with ``status`` and ``error`` (the
+    ``error`` object of the response) is sent again: 429, 5xx (``no_shard_available_action_
+    exception``, ``unavailable_shards_exception``, ``cluster_manager_not_discovered_exception``
+    and every other 503 of a failover among them), and ``CLUSTER_STATE_ERRORS``. Anything else
+    — a mapping rejection (400 ``mapper_parsing_exception``), a strict mapping's unknown field —
+    is refused for good: sending it again cannot help."""
+    return status == 429 or status >= 500 or error_type(error) in CLUSTER_STATE_ERRORS
+
+
+def error_type(error: Any) -> str:
+    """The ``type`` of an OpenSearch error object (a response's ``error``, or its root cause)."""
+    if isinstance(error, dict):
+        root = (error.get("root_cause") or [error])[0]
+        if isinstance(root, dict) and root.get("type"):
+            return str(root["type"])
+        return str(error.get("type", ""))
+    return ""
 
 
 def backoff_delay(retry: int, initial: float, maximum: float, rand: Callable[[], float] = random.random) -> float:
@@ -400,7 +463,7 @@ class BulkShipper:
             outcome = self._send(pending, result)
             if isinstance(outcome, list):
                 pending = outcome
-                reason = "some documents were refused with 429/5xx"
+                reason = "some documents were refused with 429/5xx or a cluster block"
             else:
                 reason = outcome
             if not pending:
@@ -438,7 +501,8 @@ class BulkShipper:
             return str(error.message)
         except opensearchpy.TransportError as exc:
             status = exc.status_code
-            if isinstance(status, int) and (status == 429 or status >= 500):
+            refusal = exc.info.get("error") if isinstance(exc.info, dict) else None
+            if isinstance(status, int) and retryable(status, refusal):
                 return f"{status} {_error_reason(exc)}"
             raise describe_exception(exc, self._where, "bulk") from None
         if not response.get("errors"):
@@ -457,7 +521,7 @@ class BulkShipper:
             status = int(detail.get("status", 0))
             if 200 <= status < 300:
                 result.acknowledged += 1
-            elif status == 429 or status >= 500:
+            elif retryable(status, detail.get("error")):
                 retry.append(item)
             else:
                 refused.append((item, status, detail.get("error")))

@@ -25,6 +25,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import cluster_harness
 import opensearch_harness
 
 _BACKEND_KEY = pytest.StashKey[opensearch_harness.Backend]()
@@ -68,6 +69,53 @@ def index_prefix(request: pytest.FixtureRequest, opensearch) -> Iterator[str]:
     prefix = f"t-{name[:24].strip('-') or 'x'}-{secrets.token_hex(4)}"
     yield prefix
     opensearch_harness.cleanup_prefix(opensearch, prefix)
+
+
+@pytest.fixture(scope="session")
+def opensearch_cluster() -> Iterator[cluster_harness.LocalCluster]:
+    """A real 3-node OpenSearch cluster on loopback (tests/cluster_harness.py), green; started for
+    the session unless it runs already, and then stopped at its end. Skipped with
+    ``OPENSEARCH_URL`` (a user's own OpenSearch: its nodes are not ours to kill)."""
+    reason = cluster_harness.skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    try:
+        cluster = cluster_harness.acquire()
+    except opensearch_harness.OpenSearchUnavailable as exc:
+        pytest.fail(f"no OpenSearch cluster for the cluster tests: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(opensearch_cluster: cluster_harness.LocalCluster) -> cluster_harness.LocalCluster:
+    """The session's cluster, whole and green before each test (a test may kill nodes)."""
+    opensearch_cluster.wait_for("green", 180, nodes=opensearch_cluster.nodes)
+    return opensearch_cluster
+
+
+@pytest.fixture
+def cluster_client(opensearch_cluster: cluster_harness.LocalCluster):
+    """An opensearch-py client for the tests' own reads, over every node of the cluster."""
+    from opensearchpy import OpenSearch
+
+    client = OpenSearch(hosts=opensearch_cluster.urls, timeout=60, max_retries=3, retry_on_timeout=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def cluster_prefix(request: pytest.FixtureRequest, cluster, cluster_client) -> Iterator[str]:
+    """As ``index_prefix``, on the cluster (its indices and templates are deleted after)."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_")).strip("-")
+    prefix = f"c-{name[:24].strip('-') or 'x'}-{secrets.token_hex(4)}"
+    yield prefix
+    cluster.wait_for("yellow", 180)
+    opensearch_harness.cleanup_prefix(cluster_client, prefix)
 
 
 def _require_plugin(request: pytest.FixtureRequest, client, plugin: str) -> None:

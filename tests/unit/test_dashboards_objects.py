@@ -355,7 +355,7 @@ def test_the_direction_control_opens_on_its_dashboards_direction(lines):
         controls = dashboard_queries.decoded(objects[controls_id], "visState")["params"]["controls"]
         assert [(c["fieldName"], c["label"]) for c in controls] == [
             ("smtp.direction", "Direction"), ("smtp.verdict", "Verdict"), ("smtp.reason", "Reason"),
-            ("smtp.recipient_domain", "Recipient domain"),
+            ("smtp.recipient_domain", "Recipient domain"), ("host.name", "Mail server"),
         ]
         assert controls[0]["id"] == pill["meta"]["controlledBy"] and controls[0]["options"]["multiselect"] is False
         assert all(c["parent"] == controls[0]["id"] for c in controls[1:])
