@@ -65,10 +65,15 @@ def index_prefix(request: pytest.FixtureRequest, opensearch) -> Iterator[str]:
     """A prefix unique to this test (``t-<test-name>-<random>``), valid for index and template
     names. After the test, indices, data streams, templates, pipelines and ISM policies whose
     names start with it are deleted."""
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_")).strip("-")
-    prefix = f"t-{name[:24].strip('-') or 'x'}-{secrets.token_hex(4)}"
+    prefix = _unique_prefix("t", request)
     yield prefix
     opensearch_harness.cleanup_prefix(opensearch, prefix)
+
+
+def _unique_prefix(kind: str, request: pytest.FixtureRequest) -> str:
+    """``<kind>-<test-name>-<random>``: lower case, valid for index and template names."""
+    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_")).strip("-")
+    return f"{kind}-{name[:24].strip('-') or 'x'}-{secrets.token_hex(4)}"
 
 
 @pytest.fixture(scope="session")
@@ -111,8 +116,7 @@ def cluster_client(opensearch_cluster: cluster_harness.LocalCluster):
 @pytest.fixture
 def cluster_prefix(request: pytest.FixtureRequest, cluster, cluster_client) -> Iterator[str]:
     """As ``index_prefix``, on the cluster (its indices and templates are deleted after)."""
-    name = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower().removeprefix("test_")).strip("-")
-    prefix = f"c-{name[:24].strip('-') or 'x'}-{secrets.token_hex(4)}"
+    prefix = _unique_prefix("c", request)
     yield prefix
     cluster.wait_for("yellow", 180)
     opensearch_harness.cleanup_prefix(cluster_client, prefix)
