@@ -8,6 +8,7 @@ thread has a bulk request in flight (``PipelinedShipper``).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import multiprocessing as mp
 import os
@@ -185,8 +186,26 @@ def _ship_in_process(
 _QUEUE_DEPTH = 4  # batches in flight between worker and sender: enough slack, bounded memory
 
 
-def _produce(out: Any, files: list[str], options: ParseOptions, sizes: dict[str, int], prefix: str,
-             max_docs: int, max_bytes: int) -> None:  # pragma: no cover - runs in the worker process
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this worker when its parent dies (Linux's ``PR_SET_PDEATHSIG``).
+    A parent killed outright (SIGKILL, the OOM killer) cannot stop its worker, which would
+    otherwise wait forever on the queue nobody reads. ``parent`` is the pid before the fork: a
+    parent that died before the call is seen too. Elsewhere (no ``prctl``) nothing is done."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _produce(out: Any, parent: int, files: list[str], options: ParseOptions, sizes: dict[str, int],
+             prefix: str, max_docs: int, max_bytes: int) -> None:  # pragma: no cover - runs in the worker
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends us
     stats = ParseStats()
     position = _Position(sizes)
@@ -226,7 +245,7 @@ def _ship_with_worker(
     bulk = shipper._bulk
     worker = ctx.Process(
         target=_produce,
-        args=(batches_q, files, options, sizes, shipper.prefix, bulk.max_docs, bulk.max_bytes),
+        args=(batches_q, os.getpid(), files, options, sizes, shipper.prefix, bulk.max_docs, bulk.max_bytes),
         name="smtp-shipper-parser",
         daemon=True,
     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -15,7 +17,8 @@ import pytest
 
 from shipper.cli import main
 
-from .xeams_samples import mixed_log
+from .test_daemon_support import wait_until
+from .xeams_samples import mixed_log, session
 
 pytestmark = pytest.mark.integration
 
@@ -176,3 +179,43 @@ def test_stdin_is_read(cli, opensearch, index_prefix, monkeypatch):
     assert 0 == code, err
     assert "indexed 5," in out
     assert 5 == count(opensearch, index_prefix)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for a reaper that never comes counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_a_backfill_killed_outright_takes_its_parser_worker_with_it(cli, opensearch, opensearch_url, index_prefix,
+                                                                    tmp_path):
+    """SIGKILL of a backfill (or the OOM killer) leaves no parser worker behind: the worker would
+    otherwise wait forever on the queue its dead parent no longer reads, holding the log open."""
+    log = tmp_path / "SMTPOutboundConversation.log"
+    with log.open("w") as fh:
+        for n in range(40_000):
+            fh.write(session(9_000_000 + n, f"2024-03-22 {n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}",
+                             f"user{n}@example.org", "250 2.1.5 OK"))
+    backfill = subprocess.Popen(
+        [sys.executable, "-m", "shipper", "backfill", "--no-progress", "--timezone", "UTC", "--direction", "outbound",
+         "--opensearch", opensearch_url, "--index-prefix", index_prefix, str(log)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = None
+    try:
+        children = Path(f"/proc/{backfill.pid}/task/{backfill.pid}/children")
+        worker = int(wait_until(lambda: children.read_text().split()[:1], 60, "the parser worker")[0])
+        wait_until(lambda: count(opensearch, index_prefix) > 0, 60, "the backfill's first documents")
+        assert backfill.poll() is None, "the backfill ended before it was killed: make the log longer"
+        assert _alive(worker)
+        backfill.kill()
+        backfill.wait()
+        wait_until(lambda: not _alive(worker), 10, "the parser worker to end with its parent", interval=0.1)
+    finally:
+        if backfill.poll() is None:
+            backfill.kill()
+            backfill.wait()
+        if worker is not None and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
