@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -168,8 +167,7 @@ def test_a_node_killed_mid_ingest_loses_and_duplicates_nothing(tmp_path, cluster
         backfill = subprocess.Popen(
             shipper_command("backfill", "--config", str(backfill_cfg), "--timezone", "UTC", "--direction",
                             "outbound", "--no-progress", str(old)),
-            stdout=backfill_log, stderr=subprocess.STDOUT, cwd=str(REPO),
-            start_new_session=True)  # its parser worker too is stopped with the group, if need be
+            stdout=backfill_log, stderr=subprocess.STDOUT, cwd=str(REPO))
         backfill_term = {"term": {"host.name": "mx-backfill"}}
         wait_until(lambda: count(cluster_client, cluster_prefix, backfill_term) > 0, 60, "the backfill's first documents")
         health = cluster_client.cluster.health(index=f"{cluster_prefix}-*", wait_for_status="green")
@@ -194,7 +192,7 @@ def test_a_node_killed_mid_ingest_loses_and_duplicates_nothing(tmp_path, cluster
         bg.stop_event.set()
         rc = d.stop(60)
         if backfill is not None and backfill.poll() is None:
-            os.killpg(backfill.pid, signal.SIGKILL)
+            backfill.kill()  # its parser worker dies with it (test_backfill.py)
             backfill.wait()
         backfill_log.close()
         if restart is not None:
